@@ -29,7 +29,6 @@ EXTRAS_REQUIRE = {
 
 CONSOLE_SCRIPTS = [
     "oi-make-sample=oi_models.data.make_sample:run",
-    "oi-evaluate=oi_models.evaluation.cli:run",
 ]
 
 setuptools.setup(

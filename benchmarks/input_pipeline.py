@@ -1,0 +1,145 @@
+"""Detector input-pipeline throughput against JPEG decoding alone, on real 1024-px Open Images photos.
+
+Both pipelines read the same encoded JPEGs (the real train images in the shared folder, repeated) from
+memory with the same tf.data parallelism and thread pool: the baseline only decodes; the detector
+pipeline decodes, resizes keep-aspect (600/1024), flips, pads to 1024x1024, assigns RPN targets and
+batches. Figures are images per second per core, medians over repeats; the ratio is detector / decode.
+Target: the detector pipeline delivers at least 60% of decode-only throughput.
+
+With `--sample_images > 0` (and the TFDS builder present) it also builds the `open_images` dataset from
+a freshly made sample and reports the build's images per second per core.
+
+    python benchmarks/input_pipeline.py --repeats 3 --num_images 100
+"""
+
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from oi_models.data import detection_input
+
+_IMAGES_DIR = flags.DEFINE_string(
+    "images_dir",
+    str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "openimages" / "images" /
+        "train_2018_pyaf"),
+    "Folder of real Open Images JPEGs (1024 px long side).")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 200, "Images per timed run (the files, repeated).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per pipeline; the median is reported.")
+_CORES = flags.DEFINE_integer("cores", 2, "tf.data thread pool size and parallel calls; figures are "
+                              "divided by it.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 2, "Detector pipeline batch size.")
+_BOXES = flags.DEFINE_integer("boxes_per_image", 10, "Synthetic ground-truth boxes per image.")
+_SAMPLE_IMAGES = flags.DEFINE_integer("sample_images", 0, "If > 0, also time a TFDS build of a sample "
+                                      "of this many images (needs oi_models.data.builder).")
+
+
+def _examples(jpegs, num_boxes):
+  """In-memory open_images-shaped examples (image encoded) with random boxes."""
+  rng = np.random.default_rng(0)
+  n = len(jpegs)
+  corners = np.sort(rng.uniform(0, 1, size=(n, num_boxes, 2, 2)), axis=2)  # [n, box, (min,max), (y,x)]
+  boxes = np.concatenate([corners[:, :, 0], corners[:, :, 1]], axis=-1).astype(np.float32)
+  return tf.data.Dataset.from_tensor_slices({
+      "image": tf.constant(jpegs),
+      "image/id": tf.constant([f"{i:016x}" for i in range(n)]),
+      "objects": {
+          "bbox": boxes,
+          "label": rng.integers(0, 600, size=(n, num_boxes)),
+          "is_group_of": (rng.random((n, num_boxes)) < 0.1).astype(np.int8),
+      },
+      "image_labels": {
+          "label": rng.integers(0, 600, size=(n, 5)),
+          "confidence": rng.integers(0, 2, size=(n, 5)).astype(np.float32),
+      },
+  })
+
+
+def _options(cores):
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = cores
+  options.deterministic = False
+  return options
+
+
+def _time(dataset, num_images):
+  start = time.perf_counter()
+  for _ in dataset:
+    pass
+  return num_images / (time.perf_counter() - start)
+
+
+def _decode_only(examples, cores):
+  return examples.map(lambda ex: tf.shape(tf.io.decode_image(ex["image"], channels=3,
+                                                             expand_animations=False)),
+                      num_parallel_calls=cores).prefetch(tf.data.AUTOTUNE).with_options(_options(cores))
+
+
+def _detector(examples, cores, batch_size):
+  decoder = detection_input.Decoder(np.arange(600))
+  parse = detection_input.Parser().parse_fn(is_training=True)
+  return (examples.map(lambda ex: parse(decoder.decode(ex)), num_parallel_calls=cores)
+          .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+          .with_options(_options(cores)))
+
+
+def _build_rate(num_images, cores):
+  """Images per second per core of `download_and_prepare` on a fresh sample; None without a builder."""
+  try:
+    from oi_models.data import builder  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  from oi_models.data import make_sample  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  del builder  # Imported to register `open_images`.
+  with tempfile.TemporaryDirectory() as tmp:
+    manual = os.path.join(tmp, "manual")
+    make_sample.make_sample(manual, num_images=num_images, seed=0)
+    start = time.perf_counter()
+    b = tfds.builder("open_images", data_dir=os.path.join(tmp, "data"))
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    seconds = time.perf_counter() - start
+    total = sum(s.num_examples for s in b.info.splits.values())
+  return total / seconds / cores
+
+
+def main(argv):
+  del argv
+  files = sorted(pathlib.Path(_IMAGES_DIR.value).glob("*.jpg"))
+  if not files:
+    raise app.UsageError(f"no JPEGs in {_IMAGES_DIR.value}")
+  jpegs = [f.read_bytes() for f in files]
+  jpegs = [jpegs[i % len(jpegs)] for i in range(_NUM_IMAGES.value)]
+  n = len(jpegs) - len(jpegs) % _BATCH_SIZE.value
+  examples = _examples(jpegs[:n], _BOXES.value).cache()
+  for _ in examples:  # Fill the cache: both pipelines then read from memory.
+    pass
+  cores = _CORES.value
+  pipelines = {"decode only (baseline)": _decode_only(examples, cores),
+               "detector train pipeline": _detector(examples, cores, _BATCH_SIZE.value)}
+  rates = {name: [] for name in pipelines}
+  for name, ds in pipelines.items():  # Warm-up: tracing and thread start-up are not timed.
+    _time(ds.take(2), 2)
+  for _ in range(_REPEATS.value):  # Interleaved, so load from others hits both alike.
+    for name, ds in pipelines.items():
+      rates[name].append(_time(ds, n) / cores)
+  base = statistics.median(rates["decode only (baseline)"])
+  print(f"{len(files)} distinct JPEGs, {n} images per run, {_REPEATS.value} runs, {cores} cores")
+  print(f"{'pipeline':<28}{'img/s/core (median)':>22}{'min':>8}{'max':>8}{'ratio':>8}")
+  for name, r in rates.items():
+    median = statistics.median(r)
+    print(f"{name:<28}{median:>22.1f}{min(r):>8.1f}{max(r):>8.1f}{median / base:>8.2f}")
+  if _SAMPLE_IMAGES.value > 0:
+    rate = _build_rate(_SAMPLE_IMAGES.value, cores)
+    print(f"TFDS build of a {_SAMPLE_IMAGES.value}-image sample: " +
+          ("builder not available" if rate is None else f"{rate:.1f} img/s/core"))
+
+
+if __name__ == "__main__":
+  app.run(main)

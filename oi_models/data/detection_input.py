@@ -1,0 +1,220 @@
+"""Detector input: `open_images` examples to Model Garden (Faster/Mask R-CNN) training and eval tensors.
+
+Two steps, as in Model Garden:
+- `Decoder` maps a TFDS example to the dict Model Garden's decoders produce (`image`, `source_id`,
+  `height`, `width`, `groundtruth_classes`, `groundtruth_is_crowd`, `groundtruth_area`,
+  `groundtruth_boxes` normalized (ymin, xmin, ymax, xmax)), plus the Open Images extras evaluation needs:
+  image-level positive and verified-negative labels, in the detector's class space.
+- `Parser` turns that dict into `(image, labels)` with the structure of
+  `official.vision.dataloaders.maskrcnn_input.Parser`, so Model Garden's Faster R-CNN task and model can
+  consume it. It exists because that Parser resizes to fit a fixed output box (long side = output size),
+  while the reference detector resizes keep-aspect with min 600 / max 1024 (scale = min(600 / short
+  side, 1024 / long side)); it composes the same Model Garden ops with `resize_and_crop_image_v2`. The
+  image is padded bottom/right to a static `padded_size` (TPUs need static shapes); ground truth is
+  padded with -1 to static lengths.
+
+Classes: Model Garden detectors reserve class 0 for background, so the model's class is the dataset's
+boxable ClassLabel index + `LABEL_OFFSET` (1); a model has `num_boxable + 1` classes. Image-level labels
+are moved from the image-level class list to the boxable one (labels of non-boxable classes are dropped),
+then offset the same way.
+
+Group-of boxes map to Model Garden's `is_crowd`. The reference detector trained on them as ordinary boxes,
+so the Parser keeps them for training unless `skip_group_of_during_training`; evaluation receives them as
+`is_crowds` (1 = group-of) for the Open Images metric.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from official.vision.dataloaders import decoder
+from official.vision.dataloaders import parser
+from official.vision.dataloaders import utils
+from official.vision.ops import anchor
+from official.vision.ops import box_ops
+from official.vision.ops import preprocess_ops
+
+from oi_models.data import examples
+
+LABEL_OFFSET = 1
+
+
+class Decoder(decoder.Decoder):
+  """`open_images` example (image encoded or decoded) -> Model Garden decoded dict + Open Images extras.
+
+  Extra keys: `groundtruth_image_labels_positive`, `groundtruth_image_labels_negative` (int64, model
+  classes: boxable index + 1; human-verified image-level labels with confidence >= 0.5 are positive,
+  others verified negatives).
+  """
+
+  def __init__(self, image_label_to_box_class: np.ndarray):
+    """`image_label_to_box_class[i]`: boxable index of image-level class i, or -1 (see `from_features`)."""
+    self._image_label_map = tf.constant(np.asarray(image_label_to_box_class, np.int64))
+
+  @classmethod
+  def from_features(cls, features: tfds.features.FeaturesDict) -> "Decoder":
+    """The decoder for a dataset, mapping its image-level ClassLabel onto its boxable one by MID."""
+    return cls(examples.class_index_map(features["image_labels"]["label"].names,
+                                        features["objects"]["label"].names))
+
+  def decode(self, serialized_example):
+    example = serialized_example  # A TFDS feature dict, despite Model Garden's argument name.
+    image = examples.decode_image(example["image"])
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    objects = example["objects"]
+    boxes = objects["bbox"]
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            * tf.cast(height * width, tf.float32))
+    image_labels = example["image_labels"]
+    box_class = tf.gather(self._image_label_map, image_labels["label"])
+    boxable = box_class >= 0
+    positive = image_labels["confidence"] >= 0.5
+    return {
+        "image": image,
+        "source_id": examples.image_id_to_source_id(example["image/id"]),
+        "height": tf.cast(height, tf.int64),
+        "width": tf.cast(width, tf.int64),
+        "groundtruth_classes": objects["label"] + LABEL_OFFSET,
+        "groundtruth_is_crowd": tf.equal(objects["is_group_of"], 1),
+        "groundtruth_area": area,
+        "groundtruth_boxes": boxes,
+        "groundtruth_image_labels_positive":
+            tf.boolean_mask(box_class, boxable & positive) + LABEL_OFFSET,
+        "groundtruth_image_labels_negative":
+            tf.boolean_mask(box_class, boxable & ~positive) + LABEL_OFFSET,
+    }
+
+
+class Parser(parser.Parser):
+  """Keep-aspect resize, optional horizontal flip, static padding, RPN targets (Model Garden layout).
+
+  Training labels: `anchor_boxes`, `image_info`, `rpn_score_targets`, `rpn_box_targets`, `gt_boxes`
+  (pixels of the resized image), `gt_classes` — as `maskrcnn_input.Parser`. Eval labels: `image_info`,
+  `anchor_boxes`, `groundtruths` with Model Garden's keys (`source_id`, `height`, `width`,
+  `num_detections` (before padding), `boxes` in pixels of the original image, `classes`, `areas`,
+  `is_crowds` = group-of) plus `image_labels_positive`, `image_labels_negative` (padded with -1 to
+  `max_num_image_labels`) and their counts `num_image_labels_positive`, `num_image_labels_negative`.
+  `image_info` is [[original h, w], [resized h, w], [y scale, x scale], [0, 0]].
+  """
+
+  def __init__(self, *, short_side: float = 600, long_side: float = 1024,
+               padded_size: Sequence[int] | None = None, min_level: int = 2, max_level: int = 6,
+               num_scales: int = 1, aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+               anchor_size: float = 8.0, rpn_match_threshold: float = 0.7,
+               rpn_unmatched_threshold: float = 0.3, rpn_batch_size_per_im: int = 256,
+               rpn_fg_fraction: float = 0.5, aug_rand_hflip: bool = True,
+               skip_group_of_during_training: bool = False, max_num_instances: int = 100,
+               max_num_image_labels: int = 100, rpn_targets: bool = True, normalize: bool = True,
+               dtype: str = "float32"):
+    """Args mirror `maskrcnn_input.Parser`, except:
+
+    Args:
+      short_side, long_side: scale = min(short_side / short side, long_side / long side).
+      padded_size: static [height, width] of the output image; default: long_side rounded up to a
+        multiple of 2**max_level, both ways (holds portrait and landscape images).
+      skip_group_of_during_training: drop group-of boxes from training targets.
+      max_num_image_labels: static length of the image-level label lists in eval ground truth.
+      rpn_targets: assign RPN targets here, as Model Garden's Faster R-CNN task expects; False leaves
+        anchor matching to the model (on the accelerator, as the TF Object Detection API did) and
+        drops `rpn_score_targets` / `rpn_box_targets` from the labels. On CPU it is the dearest step.
+      normalize: output the image normalized (Model Garden's mean/std) in `dtype`; False outputs uint8
+        pixels (padding 0) for the model to normalize, a quarter of the bytes to batch and transfer.
+    """
+    self._short_side = short_side
+    self._long_side = long_side
+    self._padded_size = (list(padded_size) if padded_size is not None else
+                         preprocess_ops.compute_padded_size([long_side, long_side], 2**max_level))
+    self._anchor_generator = anchor.build_anchor_generator(
+        min_level=min_level, max_level=max_level, num_scales=num_scales,
+        aspect_ratios=list(aspect_ratios), anchor_size=anchor_size)
+    self._anchor_labeler = anchor.RpnAnchorLabeler(
+        rpn_match_threshold, rpn_unmatched_threshold, rpn_batch_size_per_im, rpn_fg_fraction)
+    self._aug_rand_hflip = aug_rand_hflip
+    self._skip_group_of = skip_group_of_during_training
+    self._max_num_instances = max_num_instances
+    self._max_num_image_labels = max_num_image_labels
+    self._rpn_targets = rpn_targets
+    self._normalize = normalize
+    self._dtype = dtype
+
+  def _resize(self, image):
+    """Resized and padded output image (normalized in dtype, or uint8); its image_info."""
+    if self._normalize:
+      image = preprocess_ops.normalize_image(image)
+    image, image_info = preprocess_ops.resize_and_crop_image_v2(
+        image, self._short_side, self._long_side, padded_size=self._padded_size)
+    image = (tf.cast(image, self._dtype) if self._normalize else
+             tf.cast(tf.round(image), tf.uint8))
+    image.set_shape(list(self._padded_size) + [3])
+    return image, image_info
+
+  def _parse_train_data(self, data):
+    classes = data["groundtruth_classes"]
+    boxes = data["groundtruth_boxes"]
+    if self._skip_group_of:
+      keep = tf.where(tf.logical_not(data["groundtruth_is_crowd"]))[:, 0]
+      classes, boxes = tf.gather(classes, keep), tf.gather(boxes, keep)
+    image = data["image"]
+    image_shape = tf.shape(image)[0:2]
+    if self._aug_rand_hflip:
+      image, boxes, _ = preprocess_ops.random_horizontal_flip(image, boxes)
+    boxes = box_ops.denormalize_boxes(boxes, image_shape)
+    image, image_info = self._resize(image)
+    boxes = preprocess_ops.resize_and_crop_boxes(boxes, image_info[2, :], image_info[1, :],
+                                                 image_info[3, :])
+    keep = box_ops.get_non_empty_box_indices(boxes)
+    boxes, classes = tf.gather(boxes, keep), tf.gather(classes, keep)
+    anchor_boxes = self._anchor_generator(image_size=self._padded_size)
+    labels = {
+        "anchor_boxes": anchor_boxes,
+        "image_info": image_info,
+        "gt_boxes": preprocess_ops.clip_or_pad_to_fixed_size(boxes, self._max_num_instances, -1),
+        "gt_classes": preprocess_ops.clip_or_pad_to_fixed_size(classes, self._max_num_instances, -1),
+    }
+    if self._rpn_targets:
+      labels["rpn_score_targets"], labels["rpn_box_targets"] = self._anchor_labeler.label_anchors(
+          anchor_boxes, boxes, tf.cast(tf.expand_dims(classes, axis=-1), tf.float32))
+    return image, labels
+
+  def _parse_eval_data(self, data):
+    image = data["image"]
+    image_shape = tf.shape(image)[0:2]
+    image, image_info = self._resize(image)
+    groundtruths = utils.pad_groundtruths_to_fixed_size({
+        "source_id": data["source_id"],
+        "height": data["height"],
+        "width": data["width"],
+        "num_detections": tf.shape(data["groundtruth_classes"])[0],
+        "boxes": box_ops.denormalize_boxes(data["groundtruth_boxes"], image_shape),
+        "classes": data["groundtruth_classes"],
+        "areas": data["groundtruth_area"],
+        "is_crowds": tf.cast(data["groundtruth_is_crowd"], tf.int32),
+    }, self._max_num_instances)
+    for kind in ("positive", "negative"):
+      labels = data[f"groundtruth_image_labels_{kind}"]
+      groundtruths[f"num_image_labels_{kind}"] = tf.shape(labels)[0]
+      groundtruths[f"image_labels_{kind}"] = preprocess_ops.clip_or_pad_to_fixed_size(
+          labels, self._max_num_image_labels, -1)
+    labels = {
+        "image_info": image_info,
+        "anchor_boxes": self._anchor_generator(image_size=self._padded_size),
+        "groundtruths": groundtruths,
+    }
+    return image, labels
+
+
+def dataset(examples_ds: tf.data.Dataset, decoder_: Decoder, parser_: Parser, *, is_training: bool,
+            batch_size: int, drop_remainder: bool | None = None,
+            deterministic: bool | None = None) -> tf.data.Dataset:
+  """Batches of `(image, labels)` from `examples.load(...)` output.
+
+  `drop_remainder` (default: `is_training`) makes the batch dimension static, as TPUs need; for TPU
+  evaluation set it, at the cost of the last partial batch.
+  """
+  drop = is_training if drop_remainder is None else drop_remainder
+  parse = parser_.parse_fn(is_training)
+  return examples.parse_and_batch(examples_ds, lambda ex: parse(decoder_.decode(ex)), batch_size,
+                                  drop_remainder=drop, deterministic=deterministic)

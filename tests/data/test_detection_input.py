@@ -1,0 +1,129 @@
+"""Tests for oi_models.data.detection_input (decoder to Model Garden's dict, keep-aspect parser)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from oi_models.data import detection_input
+from oi_models.data import examples
+from tests.data import fake_open_images as fake
+
+BOX = (0.25, 0.125, 0.75, 0.5)  # ymin, xmin, ymax, xmax.
+
+
+def _bright_box_image(height, width, box=BOX):
+  image = np.zeros((height, width, 3), np.uint8)
+  ymin, xmin, ymax, xmax = box
+  image[int(ymin * height):int(ymax * height), int(xmin * width):int(xmax * width)] = 255
+  return image
+
+
+def _decoded(height=64, width=128, **kwargs):
+  """One example through serialization, parsing and the Decoder."""
+  feats = fake.features()
+  ex = fake.example(fake.image_id(3), _bright_box_image(height, width), **kwargs)
+  record = fake.serialize(feats, [ex])[0]
+  parsed = feats.deserialize_example(record, decoders={"image": tfds.decode.SkipDecoding()})
+  return detection_input.Decoder.from_features(feats).decode(parsed)
+
+
+def _example_kwargs():
+  return dict(boxes=[BOX, (0.0, 0.0, 1.0, 1.0)], box_labels=[1, 0], group_of=[0, 1],
+              # image-level: /m/b positive, /m/c (not boxable) negative, /m/a negative, /m/e positive.
+              image_labels=[2, 1, 0, 4], confidences=[1.0, 0.0, 0.0, 1.0])
+
+
+def test_decoder_produces_model_garden_keys_and_open_images_extras():
+  d = _decoded(**_example_kwargs())
+  assert d["image"].shape == (64, 128, 3) and d["image"].dtype == tf.uint8
+  assert int(d["height"]) == 64 and int(d["width"]) == 128
+  assert int(d["source_id"]) == np.array([int(fake.image_id(3), 16)], np.uint64).view(np.int64)[0]
+  np.testing.assert_array_equal(d["groundtruth_classes"], [2, 1])  # Boxable index + 1.
+  np.testing.assert_array_equal(d["groundtruth_is_crowd"], [False, True])
+  np.testing.assert_allclose(d["groundtruth_boxes"], [BOX, (0, 0, 1, 1)])
+  np.testing.assert_allclose(d["groundtruth_area"], [0.5 * 0.375 * 64 * 128, 64 * 128])
+  np.testing.assert_array_equal(d["groundtruth_image_labels_positive"], [2])  # /m/b; /m/e not boxable.
+  np.testing.assert_array_equal(d["groundtruth_image_labels_negative"], [1])  # /m/a.
+
+
+@pytest.mark.parametrize("height,width", [(64, 128), (128, 64), (40, 44)])
+def test_eval_parse_resizes_keep_aspect_and_pads_statically(height, width):
+  parser = detection_input.Parser(short_side=30, long_side=50, min_level=3, max_level=3,
+                                  max_num_instances=4, max_num_image_labels=3)
+  image, labels = parser.parse_fn(is_training=False)(_decoded(height, width, **_example_kwargs()))
+  scale = min(30 / min(height, width), 50 / max(height, width))
+  resized = (round(height * scale), round(width * scale))
+  assert image.shape == (56, 56, 3)  # 50 rounded up to a multiple of 2**3.
+  info = labels["image_info"].numpy()
+  np.testing.assert_allclose(info[0], [height, width])
+  np.testing.assert_allclose(info[1], resized)
+  assert not np.any(image.numpy()[resized[0]:]) and not np.any(image.numpy()[:, resized[1]:])
+  # The bright box is where the ground truth says, at the new scale.
+  y0, x0, y1, x1 = (np.array(BOX) * (resized * 2)).astype(int)
+  inside = image.numpy()[y0 + 1:y1 - 1, x0 + 1:x1 - 1].mean()
+  assert inside > 1.5 > image.numpy()[:resized[0], :resized[1]].mean()
+  gt = labels["groundtruths"]
+  np.testing.assert_allclose(gt["boxes"].numpy()[:2],
+                             np.array([BOX, (0, 0, 1, 1)]) * [height, width, height, width], rtol=1e-6)
+  np.testing.assert_array_equal(gt["boxes"].numpy()[2:], -1)
+  np.testing.assert_array_equal(gt["classes"], [2, 1, -1, -1])
+  np.testing.assert_array_equal(gt["is_crowds"], [0, 1, 0, 0])
+  assert int(gt["num_detections"]) == 2
+  np.testing.assert_array_equal(gt["image_labels_positive"], [2, -1, -1])
+  np.testing.assert_array_equal(gt["image_labels_negative"], [1, -1, -1])
+  assert int(gt["num_image_labels_positive"]) == 1
+
+
+def test_train_parse_flips_boxes_with_the_image_and_targets_are_static():
+  tf.random.set_seed(0)
+  parser = detection_input.Parser(short_side=30, long_side=50, min_level=3, max_level=4,
+                                  anchor_size=2.0, max_num_instances=4, rpn_batch_size_per_im=16)
+  decoded = _decoded(64, 128, boxes=[BOX], box_labels=[1])
+  parse = parser.parse_fn(is_training=True)
+  ds = tf.data.Dataset.from_tensors(decoded).repeat(12).map(parse).batch(12, drop_remainder=True)
+  assert all(s.shape.is_fully_defined() for s in tf.nest.flatten(ds.element_spec))
+  images, labels = next(iter(ds))
+  scale = 50 / 128
+  plain = np.array(BOX) * [64, 128, 64, 128] * scale
+  flipped = plain[[0, 3, 2, 1]] * [1, -1, 1, -1] + [0, 50, 0, 50]
+  boxes = labels["gt_boxes"].numpy()
+  was_flipped = [np.allclose(b[0], flipped, atol=1e-4) for b in boxes]
+  assert all(f or np.allclose(b[0], plain, atol=1e-4) for f, b in zip(was_flipped, boxes))
+  assert 0 < sum(was_flipped) < 12
+  for image, box in zip(images.numpy(), boxes[:, 0]):
+    y0, x0, y1, x1 = np.round(box).astype(int)
+    assert image[y0 + 1:y1 - 1, x0 + 1:x1 - 1].mean() > 1.5
+  np.testing.assert_array_equal(labels["gt_classes"].numpy()[:, 1:], -1)
+  assert set(labels["rpn_score_targets"]) == {"3", "4"}
+  assert (labels["rpn_score_targets"]["3"].numpy() == 1).any()  # Some anchor matched the box.
+
+
+def test_train_parse_skips_group_of_only_when_asked():
+  decoded = _decoded(64, 128, **_example_kwargs())
+  for skip, classes in ((False, [2, 1]), (True, [2])):
+    parser = detection_input.Parser(short_side=30, long_side=50, min_level=3, max_level=3,
+                                    aug_rand_hflip=False, skip_group_of_during_training=skip,
+                                    max_num_instances=3)
+    _, labels = parser.parse_fn(is_training=True)(decoded)
+    got = labels["gt_classes"].numpy()
+    np.testing.assert_array_equal(got[got >= 0], classes)
+
+
+def test_dataset_on_a_real_1024_px_photo_with_reference_settings(shared):
+  path = shared("images", "train_2018_pyaf", "000002b97e5471a0.jpg")
+  width, height = Image.open(path).size
+  feats = fake.features()
+  ex = fake.example("000002b97e5471a0", np.asarray(Image.open(path).convert("RGB")),
+                    boxes=[BOX], box_labels=[0])
+  records = fake.serialize(feats, [ex])
+  examples_ds = examples.read_by_index(records, feats, tf.data.Dataset.range(1))
+  ds = detection_input.dataset(examples_ds, detection_input.Decoder.from_features(feats),
+                               detection_input.Parser(), is_training=False, batch_size=1,
+                               deterministic=True)
+  images, labels = next(iter(ds))
+  scale = min(600 / min(height, width), 1024 / max(height, width))
+  assert images.shape == (1, 1024, 1024, 3)
+  np.testing.assert_allclose(labels["image_info"][0, 1], [round(height * scale), round(width * scale)])
+  assert int(labels["groundtruths"]["source_id"][0]) == int("000002b97e5471a0", 16)
