@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -40,6 +41,22 @@ from official.vision.ops import preprocess_ops
 from oi_models.data import examples
 
 LABEL_OFFSET = 1
+RESIZE_BACKENDS = ("opencv", "tensorflow")
+
+
+def keep_aspect_size(image_size: tf.Tensor, short_side: float, long_side: float) -> tf.Tensor:
+  """float32 [2] resized (height, width): the short side to `short_side` unless the long side would
+  pass `long_side`, then the long side to it; rounded as `preprocess_ops.resize_and_crop_image_v2`."""
+  image_size = tf.cast(image_size, tf.float32)
+  by_short = tf.math.round(image_size * (short_side / tf.reduce_min(image_size)))
+  by_long = tf.math.round(image_size * (long_side / tf.reduce_max(image_size)))
+  return tf.where(tf.reduce_max(by_short) > long_side, by_long, by_short)
+
+
+def _opencv_resize(image: np.ndarray, size: np.ndarray, flip: np.ndarray) -> np.ndarray:
+  """Bilinear resize (half-pixel centres, as TF's) of a uint8 image, mirrored when `flip`."""
+  resized = cv2.resize(image, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+  return np.ascontiguousarray(resized[:, ::-1]) if flip else resized
 
 
 class Decoder(decoder.Decoder):
@@ -91,7 +108,7 @@ class Decoder(decoder.Decoder):
 class Parser(parser.Parser):
   """Keep-aspect resize, optional horizontal flip, static padding, RPN targets (Model Garden layout).
 
-  Training labels: `anchor_boxes`, `image_info`, `rpn_score_targets`, `rpn_box_targets`, `gt_boxes`
+  Training labels: `image_info`, `anchor_boxes`, `rpn_score_targets`, `rpn_box_targets`, `gt_boxes`
   (pixels of the resized image), `gt_classes` — as `maskrcnn_input.Parser`. Eval labels: `image_info`,
   `anchor_boxes`, `groundtruths` with Model Garden's keys (`source_id`, `height`, `width`,
   `num_detections` (before padding), `boxes` in pixels of the original image, `classes`, `areas`,
@@ -108,7 +125,7 @@ class Parser(parser.Parser):
                rpn_fg_fraction: float = 0.5, aug_rand_hflip: bool = True,
                skip_group_of_during_training: bool = False, max_num_instances: int = 100,
                max_num_image_labels: int = 100, rpn_targets: bool = True, normalize: bool = True,
-               dtype: str = "float32"):
+               resize_backend: str = "opencv", dtype: str = "float32"):
     """Args mirror `maskrcnn_input.Parser`, except:
 
     Args:
@@ -117,12 +134,21 @@ class Parser(parser.Parser):
         multiple of 2**max_level, both ways (holds portrait and landscape images).
       skip_group_of_during_training: drop group-of boxes from training targets.
       max_num_image_labels: static length of the image-level label lists in eval ground truth.
-      rpn_targets: assign RPN targets here, as Model Garden's Faster R-CNN task expects; False leaves
-        anchor matching to the model (on the accelerator, as the TF Object Detection API did) and
-        drops `rpn_score_targets` / `rpn_box_targets` from the labels. On CPU it is the dearest step.
+      rpn_targets: generate anchors and assign RPN targets here, as Model Garden's Faster R-CNN task
+        expects; False leaves anchors and their matching to the model (on the accelerator, as the TF
+        Object Detection API did) and drops `anchor_boxes`, `rpn_score_targets` and
+        `rpn_box_targets` from the labels. On CPU matching is the dearest step by far, and the
+        anchors of a 1024x1024 input (levels 2-6) alone are 5.6 MB per image to batch.
       normalize: output the image normalized (Model Garden's mean/std) in `dtype`; False outputs uint8
         pixels (padding 0) for the model to normalize, a quarter of the bytes to batch and transfer.
+      resize_backend: "opencv" resizes (and mirrors) uint8 pixels with OpenCV's fixed-point SIMD
+        bilinear inside `tf.numpy_function`, about twice as fast as TF's float kernel on CPU
+        (`benchmarks/input_pipeline.py`; pixels differ by under 1 level); "tensorflow" keeps the
+        whole parser a TF graph (for tf.data service or a graph exported without Python).
     """
+    if resize_backend not in RESIZE_BACKENDS:
+      raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {resize_backend!r}")
+    self._resize_backend = resize_backend
     self._short_side = short_side
     self._long_side = long_side
     self._padded_size = (list(padded_size) if padded_size is not None else
@@ -140,15 +166,26 @@ class Parser(parser.Parser):
     self._normalize = normalize
     self._dtype = dtype
 
-  def _resize(self, image):
-    """Resized and padded output image (normalized in dtype, or uint8); its image_info."""
+  def _resize(self, image, flip=None):
+    """Resized, mirrored if `flip`, padded output image (normalized in dtype, or uint8); image_info.
+
+    The image is resized first and mirrored after, on fewer pixels. image_info is Model Garden's
+    [[original h, w], [resized h, w], [y scale, x scale], [0, 0]].
+    """
+    image_size = tf.cast(tf.shape(image)[0:2], tf.float32)
+    size = keep_aspect_size(image_size, self._short_side, self._long_side)
+    flip = tf.constant(False) if flip is None else flip
+    if self._resize_backend == "opencv":
+      image = tf.numpy_function(_opencv_resize, [image, tf.cast(size, tf.int32), flip], tf.uint8,
+                                stateful=False)
+      image.set_shape([None, None, 3])
+    else:
+      image = tf.cast(tf.round(tf.image.resize(image, tf.cast(size, tf.int32))), tf.uint8)
+      image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
     if self._normalize:
-      image = preprocess_ops.normalize_image(image)
-    image, image_info = preprocess_ops.resize_and_crop_image_v2(
-        image, self._short_side, self._long_side, padded_size=self._padded_size)
-    image = (tf.cast(image, self._dtype) if self._normalize else
-             tf.cast(tf.round(image), tf.uint8))
-    image.set_shape(list(self._padded_size) + [3])
+      image = tf.cast(preprocess_ops.normalize_image(image), self._dtype)
+    image = tf.image.pad_to_bounding_box(image, 0, 0, *self._padded_size)
+    image_info = tf.stack([image_size, size, size / image_size, tf.zeros([2])])
     return image, image_info
 
   def _parse_train_data(self, data):
@@ -159,24 +196,25 @@ class Parser(parser.Parser):
       classes, boxes = tf.gather(classes, keep), tf.gather(boxes, keep)
     image = data["image"]
     image_shape = tf.shape(image)[0:2]
+    flip = tf.constant(False)
     if self._aug_rand_hflip:
-      image, boxes, _ = preprocess_ops.random_horizontal_flip(image, boxes)
+      flip = tf.random.uniform([]) > 0.5
+      boxes = tf.cond(flip, lambda: box_ops.horizontal_flip_boxes(boxes), lambda: boxes)
     boxes = box_ops.denormalize_boxes(boxes, image_shape)
-    image, image_info = self._resize(image)
+    image, image_info = self._resize(image, flip)
     boxes = preprocess_ops.resize_and_crop_boxes(boxes, image_info[2, :], image_info[1, :],
                                                  image_info[3, :])
     keep = box_ops.get_non_empty_box_indices(boxes)
     boxes, classes = tf.gather(boxes, keep), tf.gather(classes, keep)
-    anchor_boxes = self._anchor_generator(image_size=self._padded_size)
     labels = {
-        "anchor_boxes": anchor_boxes,
         "image_info": image_info,
         "gt_boxes": preprocess_ops.clip_or_pad_to_fixed_size(boxes, self._max_num_instances, -1),
         "gt_classes": preprocess_ops.clip_or_pad_to_fixed_size(classes, self._max_num_instances, -1),
     }
     if self._rpn_targets:
+      labels["anchor_boxes"] = self._anchor_generator(image_size=self._padded_size)
       labels["rpn_score_targets"], labels["rpn_box_targets"] = self._anchor_labeler.label_anchors(
-          anchor_boxes, boxes, tf.cast(tf.expand_dims(classes, axis=-1), tf.float32))
+          labels["anchor_boxes"], boxes, tf.cast(tf.expand_dims(classes, axis=-1), tf.float32))
     return image, labels
 
   def _parse_eval_data(self, data):
@@ -198,11 +236,9 @@ class Parser(parser.Parser):
       groundtruths[f"num_image_labels_{kind}"] = tf.shape(labels)[0]
       groundtruths[f"image_labels_{kind}"] = preprocess_ops.clip_or_pad_to_fixed_size(
           labels, self._max_num_image_labels, -1)
-    labels = {
-        "image_info": image_info,
-        "anchor_boxes": self._anchor_generator(image_size=self._padded_size),
-        "groundtruths": groundtruths,
-    }
+    labels = {"image_info": image_info, "groundtruths": groundtruths}
+    if self._rpn_targets:
+      labels["anchor_boxes"] = self._anchor_generator(image_size=self._padded_size)
     return image, labels
 
 

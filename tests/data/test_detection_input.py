@@ -76,10 +76,12 @@ def test_eval_parse_resizes_keep_aspect_and_pads_statically(height, width):
   assert int(gt["num_image_labels_positive"]) == 1
 
 
-def test_train_parse_flips_boxes_with_the_image_and_targets_are_static():
+@pytest.mark.parametrize("backend", detection_input.RESIZE_BACKENDS)
+def test_train_parse_flips_boxes_with_the_image_and_targets_are_static(backend):
   tf.random.set_seed(0)
   parser = detection_input.Parser(short_side=30, long_side=50, min_level=3, max_level=4,
-                                  anchor_size=2.0, max_num_instances=4, rpn_batch_size_per_im=16)
+                                  anchor_size=2.0, max_num_instances=4, rpn_batch_size_per_im=16,
+                                  resize_backend=backend)
   decoded = _decoded(64, 128, boxes=[BOX], box_labels=[1])
   parse = parser.parse_fn(is_training=True)
   ds = tf.data.Dataset.from_tensors(decoded).repeat(12).map(parse).batch(12, drop_remainder=True)
@@ -127,3 +129,26 @@ def test_dataset_on_a_real_1024_px_photo_with_reference_settings(shared):
   assert images.shape == (1, 1024, 1024, 3)
   np.testing.assert_allclose(labels["image_info"][0, 1], [round(height * scale), round(width * scale)])
   assert int(labels["groundtruths"]["source_id"][0]) == int("000002b97e5471a0", 16)
+
+
+def test_resize_backends_agree_on_a_real_photo_within_one_level(shared):
+  """OpenCV's fixed-point bilinear and TF's float one, both half-pixel centred, flipped or not."""
+  image = tf.constant(np.asarray(Image.open(shared("images", "train_2018_pyaf",
+                                                   "000002b97e5471a0.jpg")).convert("RGB")))
+  outputs = {}
+  for backend in detection_input.RESIZE_BACKENDS:
+    parser = detection_input.Parser(normalize=False, resize_backend=backend)
+    for flip in (False, True):
+      out, info = parser._resize(image, tf.constant(flip))  # pylint: disable=protected-access
+      outputs[backend, flip] = out.numpy().astype(int)
+  h, w = info[1].numpy().astype(int)
+  for flip in (False, True):
+    diff = np.abs(outputs["opencv", flip] - outputs["tensorflow", flip])
+    assert diff.max() <= 1 and diff.mean() < 0.5
+  np.testing.assert_array_equal(outputs["opencv", True][:h, :w], outputs["opencv", False][:h, :w][:, ::-1])
+  assert not outputs["opencv", True][h:].any() and not outputs["opencv", True][:, w:].any()
+
+
+def test_unknown_resize_backend_is_refused():
+  with pytest.raises(ValueError, match="resize_backend"):
+    detection_input.Parser(resize_backend="pil")
