@@ -28,6 +28,7 @@ EXTRAS_REQUIRE = {
 }
 
 CONSOLE_SCRIPTS = [
+    "oi-demo=oi_models.demo:run",
     "oi-make-sample=oi_models.data.make_sample:run",
 ]
 

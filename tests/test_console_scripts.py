@@ -8,12 +8,19 @@ import sys
 
 import pytest
 
-SCRIPTS = sorted(ep.name for ep in importlib.metadata.entry_points(group="console_scripts")
-                 if ep.value.startswith("oi_models."))
+ENTRY_POINTS = [ep for ep in importlib.metadata.entry_points(group="console_scripts")
+                if ep.value.startswith("oi_models.")]
+SCRIPTS = sorted(ep.name for ep in ENTRY_POINTS)
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "oi_models"
 
 
-def test_setup_declares_scripts():
-  assert "oi-make-sample" in SCRIPTS and "oi-evaluate" in SCRIPTS
+def test_every_command_line_module_is_a_console_script():
+  """A module with a `run()` entry (the project's absl-app convention) must be installed as `oi-…`."""
+  modules = {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+             for path in PACKAGE.rglob("*.py") if re.search(r"^def run\(\)", path.read_text(), re.M)}
+  declared = {ep.value.split(":")[0] for ep in ENTRY_POINTS}
+  assert modules, "no command-line modules found"
+  assert modules <= declared, f"not declared in setup.py: {sorted(modules - declared)}"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
