@@ -14,7 +14,12 @@ INSTALL_REQUIRES = [
     "pillow>=10,<14",  # image checks in the sample maker and the builder's bad-image report
     "psutil>=5.9,<8",  # peak-memory figures in reports and benchmarks
     "tqdm>=4.60,<5",
+    "opencv-python-headless>=4.8,<6",  # the detector pipeline's resize (Model Garden depends on it too)
+    "mlcroissant>=1.1,<2",  # imported by TFDS's `tfds build` command, which TFDS does not install
 ]
+
+# Beam 2.77 caps pillow < 13, protobuf < 7 and pyarrow < 26; the ranges above admit those.
+BEAM = "apache-beam==2.77.0"
 
 EXTRAS_REQUIRE = {
     "test": [
@@ -22,12 +27,14 @@ EXTRAS_REQUIRE = {
         "pytest-xdist>=3.5,<4",
         "scikit-learn>=1.4,<2",
         "pandas>=2,<4",
+        BEAM,  # The Beam build is tested against the plain one.
     ],
-    "beam": ["apache-beam>=2.60,<3"],
+    "beam": [BEAM],  # Full-scale TFDS builds on Dataflow, Spark or Flink.
     "plots": ["matplotlib>=3.7,<4"],
 }
 
 CONSOLE_SCRIPTS = [
+    "oi-build-dataset=oi_models.data.build:run",
     "oi-demo=oi_models.demo:run",
     "oi-make-sample=oi_models.data.make_sample:run",
 ]

@@ -1,0 +1,763 @@
+"""TFDS builder `open_images`: a user's Open Images download (manual_dir) to TFRecord/ArrayRecord shards.
+
+    import oi_models.data  # registers the builder
+    tfds.load("open_images/v6_max1024", data_dir=...,
+              download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(
+                  manual_dir=...)})
+    tfds build --imports oi_models.data open_images/v6_max1024 --manual_dir=...
+
+Configs are `<release>_<policy>`: release v4, v5, v6, v7 or challenge2019 (file names per release in
+`releases`), image policy original, max1024 (long side <= 1024) or 300k (<= 300,000 pixels, like the
+official thumbnails). Options that change the data are part of the config name, so two builds never
+share a directory: `make_config("v6", "max1024", classes=["Cat"], max_images_per_split=100,
+with_machine_labels=True)` is `v6_max1024_machine_n100_cls<hash>`. Names without `_cls` can be given to
+`tfds.load` directly; a `classes=` config is passed as the object (`tfds.builder("open_images",
+config=make_config(...))`), or read back with `tfds.builder_from_directory`.
+
+- classes: MIDs or display names (case-insensitive). Both ClassLabels keep only these (in the release's
+  order; the boxable one only those that are boxable), their annotations only, and an image is kept only
+  when one of them is on it as a box or a positive human label (as FiftyOne's `classes=`).
+- max_images_per_split: the N smallest ImageIDs among the images that qualify (a deterministic, roughly
+  uniform subset: ImageIDs are hashes), before any image is read.
+- with_machine_labels: adds `machine_labels` (same class list as `image_labels`).
+
+What each split holds: the images of its image-metadata file (`*-images-with-rotation.csv`), or, without
+one, the image files found; rows for other images are counted as `row_for_absent_image`. Nothing is
+dropped without a count: `info.metadata["build_report"]` (also `build_report.json` next to the shards)
+counts per split images listed, written and dropped by reason (missing, corrupt, truncated, ...), images
+changed (rotated, resized, converted), and for boxes and labels rows read, written and dropped by reason,
+including rows the lenient readers skipped (unknown MID, bad field). A split left without any example
+(every image filtered out or broken) is not built, and counted (`split_not_built_no_examples`): TFDS
+cannot write an empty split. Under Beam that cannot be known in advance, and TFDS fails the build.
+
+The plain build holds the splits' annotations as numpy columns (a few GB for V6: 14.6M train boxes and
+tens of millions of image-level labels) and reads the images in one process. With a Beam runner
+(`DownloadConfig(beam_runner=...)`) `_generate_examples` returns a PTransform instead: the CSV files are
+streamed in chunks, annotation rows keyed by ImageID and joined with the images (and the metadata) by
+CoGroupByKey, so no worker holds a whole split; the counts go through Beam counters. Both
+paths build each example with the same functions, so they write the same examples.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import pathlib
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from oi_models import labels as labels_lib
+from oi_models.data import builder_images
+from oi_models.data import readers
+from oi_models.data import releases
+
+VERSION = tfds.core.Version("1.0.0")
+REPORT_FILE = "build_report.json"
+_COUNTER_NAMESPACE = "open_images"
+_FLAGS = ("is_occluded", "is_truncated", "is_group_of", "is_depiction", "is_inside")
+_KINDS = ("boxes", "image_labels", "machine_labels")
+_CITATION = """@article{OpenImages,
+  author = {Alina Kuznetsova and Hassan Rom and Neil Alldrin and Jasper Uijlings and Ivan Krasin and
+            Jordi Pont-Tuset and Shahab Kamali and Stefan Popov and Matteo Malloci and
+            Alexander Kolesnikov and Tom Duerig and Vittorio Ferrari},
+  title = {The Open Images Dataset V4: Unified image classification, object detection, and visual
+           relationship detection at scale},
+  journal = {IJCV},
+  year = {2020}
+}"""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configs.
+
+
+@dataclasses.dataclass(eq=False)
+class OpenImagesConfig(tfds.core.BuilderConfig):
+  """A release, an image policy, and the options that change what is built (see module docstring)."""
+
+  release: str = "v6"
+  image_policy: str = "original"
+  classes: tuple[str, ...] = ()
+  max_images_per_split: int | None = None
+  with_machine_labels: bool = False
+
+
+_CONFIGS: dict[str, OpenImagesConfig] = {}
+
+
+def config_name(release: str, image_policy: str, classes: Sequence[str] = (),
+                max_images_per_split: int | None = None, with_machine_labels: bool = False) -> str:
+  """`<release>_<policy>[_machine][_n<N>][_cls<8 hex of the sorted classes>]`."""
+  name = f"{release}_{image_policy}"
+  if with_machine_labels:
+    name += "_machine"
+  if max_images_per_split is not None:
+    name += f"_n{max_images_per_split}"
+  if classes:
+    digest = hashlib.sha1("\n".join(sorted(classes)).encode("utf-8")).hexdigest()[:8]
+    name += f"_cls{digest}"
+  return name
+
+
+def make_config(release: str, image_policy: str, classes: Sequence[str] = (),
+                max_images_per_split: int | None = None,
+                with_machine_labels: bool = False) -> OpenImagesConfig:
+  """The config for these options; the same options give the same object (TFDS compares identity)."""
+  if release not in releases.RELEASES:
+    raise ValueError(f"unknown release {release!r}; expected one of {list(releases.RELEASES)}")
+  if image_policy not in builder_images.POLICIES:
+    raise ValueError(f"unknown image policy {image_policy!r}; expected one of "
+                     f"{builder_images.POLICIES}")
+  if max_images_per_split is not None and max_images_per_split < 1:
+    raise ValueError(f"max_images_per_split must be >= 1, got {max_images_per_split}")
+  classes = tuple(classes)
+  name = config_name(release, image_policy, classes, max_images_per_split, with_machine_labels)
+  if name not in _CONFIGS:
+    policy_text = {"original": "images as downloaded", "max1024": "long side at most 1024 px",
+                   "300k": "at most 300,000 pixels"}[image_policy]
+    options = [f"{len(classes)} classes"] if classes else []
+    options += [f"at most {max_images_per_split} images per split"] if max_images_per_split else []
+    options += ["with machine labels"] if with_machine_labels else []
+    _CONFIGS[name] = OpenImagesConfig(
+        name=name, description=f"{releases.RELEASES[release].description}; {policy_text}"
+        + "".join(f"; {o}" for o in options),
+        release=release, image_policy=image_policy, classes=classes,
+        max_images_per_split=max_images_per_split, with_machine_labels=with_machine_labels)
+  return _CONFIGS[name]
+
+
+def parse_config_name(name: str) -> OpenImagesConfig | None:
+  """The config a name without `_cls` stands for (`v6_max1024_machine_n100`), or None."""
+  parts = name.split("_")
+  for release in releases.RELEASES:
+    for policy in builder_images.POLICIES:
+      head = f"{release}_{policy}"
+      if name != head and not name.startswith(head + "_"):
+        continue
+      rest = parts[len(head.split("_")):]
+      machine = bool(rest) and rest[0] == "machine"
+      rest = rest[1:] if machine else rest
+      limit = None
+      if rest and rest[0].startswith("n") and rest[0][1:].isdigit():
+        limit, rest = int(rest[0][1:]), rest[1:]
+      if not rest:
+        return make_config(release, policy, (), limit, machine)
+  return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Counting: the same counter names in the plain and the Beam build.
+
+
+class Counts:
+  """Counter names -> counts of one split; `add` is the only way anything is dropped or changed."""
+
+  def __init__(self):
+    self.counts: collections.Counter = collections.Counter()
+    self.examples: dict[str, list[str]] = {}
+
+  def add(self, name: str, n: int = 1, example: str | None = None) -> None:
+    if n:
+      self.counts[name] += int(n)
+    if example is not None and len(self.examples.setdefault(name, [])) < 5:
+      self.examples[name].append(example)
+
+
+class _BeamCounts:
+  """`Counts` as Beam counters (namespace open_images, name `<split>/<counter>`)."""
+
+  def __init__(self, split: str):
+    self._split = split
+    self._beam = tfds.core.lazy_imports_lib.lazy_imports.apache_beam
+
+  def add(self, name: str, n: int = 1, example: str | None = None) -> None:
+    del example  # Counters carry numbers only.
+    if n:
+      self._beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, f"{self._split}/{name}").inc(int(n))
+
+
+def _add_read_report(counts, kind: str, report: readers.ReadReport) -> None:
+  """Rows a lenient reader read and skipped, under `<kind>/read` and `<kind>/skipped_by_reader/...`."""
+  counts.add(f"{kind}/rows_in_file", report.rows_read)
+  for reason, n in report.skipped.items():
+    examples = report.examples.get(reason, [])
+    counts.add(f"{kind}/skipped_by_reader/{reason}", n, examples[0] if examples else None)
+  for change, n in report.adjusted.items():
+    counts.add(f"{kind}/adjusted_by_reader/{change}", n)
+
+
+# ----------------------------------------------------------------------------------------------------
+# What a split is built from, and the per-image functions both paths share.
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+  """Everything one split's build needs, as plain picklable values (Beam workers get a copy)."""
+
+  split: str
+  files: Mapping[str, str | None]  # boxes, image_labels, machine_labels, metadata -> path or None.
+  image_folder: str | None
+  image_tars: tuple[str, ...]
+  image_policy: str
+  box_mids: tuple[str, ...]  # The release's boxable class list (reader label map).
+  image_mids: tuple[str, ...]  # The release's image-level class list.
+  box_remap: np.ndarray  # int32: release boxable index -> dataset ClassLabel index, -1 dropped.
+  label_remap: np.ndarray  # Same for the image-level list.
+  filter_classes: bool
+  max_images: int | None
+
+
+def _label_map(mids: Sequence[str]) -> labels_lib.LabelMap:
+  return labels_lib.LabelMap(list(mids), list(mids))
+
+
+def _source_text(sources: tuple, codes: np.ndarray) -> np.ndarray:
+  """Source text of rows from their codes ("" where the file has none)."""
+  names = np.asarray(list(sources) + [""], dtype=object)
+  codes = np.asarray(codes, np.int64)
+  return names[np.where(codes < 0, len(sources), codes)]
+
+
+def _rows(kind: str, table, rows) -> dict[str, np.ndarray]:
+  """One image's rows of a reader table as plain arrays (`rows`: slice or index array)."""
+  if kind == "boxes":
+    out = {"label": np.asarray(table.label[rows], np.int32),
+           "bbox": np.stack([table.ymin[rows], table.xmin[rows], table.ymax[rows],
+                             table.xmax[rows]], axis=1).astype(np.float32).reshape(-1, 4)}
+    out.update({flag: np.asarray(getattr(table, flag)[rows], np.int8) for flag in _FLAGS})
+  else:
+    out = {"label": np.asarray(table.label[rows], np.int32),
+           "confidence": np.asarray(table.confidence[rows], np.float32)}
+  out["source"] = _source_text(table.sources, table.source[rows])
+  return out
+
+
+def _concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _num_rows(rows: dict[str, np.ndarray] | None) -> int:
+  return 0 if rows is None else len(rows["label"])
+
+
+def qualifies(spec: SplitSpec, ann: Mapping[str, dict | None]) -> bool:
+  """With a class filter: a selected class is on the image as a box or a positive human label."""
+  if not spec.filter_classes:
+    return True
+  boxes, image_labels = ann.get("boxes"), ann.get("image_labels")
+  if boxes is not None and np.any(spec.box_remap[boxes["label"]] >= 0):
+    return True
+  if image_labels is not None:
+    positive = image_labels["confidence"] >= 0.5
+    return bool(np.any((spec.label_remap[image_labels["label"]] >= 0) & positive))
+  return False
+
+
+def count_dropped_image(counts, reason: str, ann: Mapping[str, dict | None],
+                        image_id: str) -> None:
+  counts.add(f"images/dropped/{reason}", 1, image_id)
+  for kind in _KINDS:
+    counts.add(f"{kind}/dropped/image_dropped", _num_rows(ann.get(kind)))
+
+
+def count_absent_rows(counts, ann: Mapping[str, dict | None], image_id: str) -> None:
+  for kind in _KINDS:
+    counts.add(f"{kind}/dropped/row_for_absent_image", _num_rows(ann.get(kind)), image_id)
+
+
+def _select(kind: str, rows: dict[str, np.ndarray] | None, remap: np.ndarray,
+            counts) -> dict[str, np.ndarray]:
+  """Rows of selected classes with dataset label indices; boxes clipped to [0, 1]."""
+  if rows is None:
+    rows = {"label": np.zeros(0, np.int32), "source": np.zeros(0, object)}
+    if kind == "boxes":
+      rows.update(bbox=np.zeros((0, 4), np.float32), **{f: np.zeros(0, np.int8) for f in _FLAGS})
+    else:
+      rows["confidence"] = np.zeros(0, np.float32)
+  label = remap[rows["label"]]
+  keep = label >= 0
+  counts.add(f"{kind}/dropped/class_not_selected", int(np.sum(~keep)))
+  if kind == "boxes":
+    bbox = rows["bbox"]
+    inverted = (bbox[:, 0] > bbox[:, 2]) | (bbox[:, 1] > bbox[:, 3]) | ~np.isfinite(bbox).all(1)
+    counts.add("boxes/dropped/inverted_box", int(np.sum(inverted & keep)))
+    keep &= ~inverted
+    clipped = np.clip(bbox, 0.0, 1.0)
+    counts.add("boxes/clipped_to_image", int(np.sum(np.any(clipped != bbox, axis=1) & keep)))
+    rows = dict(rows, bbox=clipped)
+  out = {k: v[keep] for k, v in rows.items()}
+  out["label"] = label[keep].astype(np.int64)
+  counts.add(f"{kind}/written", int(np.sum(keep)))
+  return out
+
+
+def make_example(spec: SplitSpec, image_id: str, data: bytes, rotation: float,
+                 ann: Mapping[str, dict | None], counts,
+                 with_machine_labels: bool) -> dict[str, Any] | None:
+  """The feature dict of one image, or None (counted) when the image is bad."""
+  try:
+    image = builder_images.process_image(data, rotation, spec.image_policy)
+  except builder_images.BadImageError as e:
+    count_dropped_image(counts, e.reason, ann, f"{image_id}: {e}")
+    return None
+  for action in image.actions:
+    counts.add(f"images/changed/{action}")
+  degrees = builder_images.normalize_rotation(rotation)
+  boxes = _select("boxes", ann.get("boxes"), spec.box_remap, counts)
+  bbox = builder_images.rotate_boxes(boxes["bbox"], degrees)
+  example = {
+      "image": image.jpeg,
+      "image/id": image_id,
+      "image/original_width": np.int32(image.original_width),
+      "image/original_height": np.int32(image.original_height),
+      "objects": {"bbox": bbox, "label": boxes["label"],
+                  **{f: boxes[f] for f in _FLAGS}, "source": list(boxes["source"])},
+  }
+  kinds = ("image_labels", "machine_labels") if with_machine_labels else ("image_labels",)
+  for kind in kinds:
+    rows = _select(kind, ann.get(kind), spec.label_remap, counts)
+    example[kind] = {"label": rows["label"], "confidence": rows["confidence"],
+                     "source": list(rows["source"])}
+  counts.add("images/written")
+  return example
+
+
+# ----------------------------------------------------------------------------------------------------
+# Plain (single-process) build.
+
+
+def _read_table(kind: str, path: str, spec: SplitSpec, counts):
+  report = readers.ReadReport(path=str(path))
+  if kind == "boxes":
+    table = readers.read_boxes(path, label_map=_label_map(spec.box_mids), strict=False,
+                               report=report)
+  else:
+    table = readers.read_image_labels(path, label_map=_label_map(spec.image_mids), strict=False,
+                                      report=report)
+  _add_read_report(counts, kind, report)
+  return readers.group_by_image(table)
+
+
+def _read_listing(spec: SplitSpec, counts) -> tuple[np.ndarray, np.ndarray] | None:
+  """Listed ImageIDs (sorted unique uint64) and their rotations, from the metadata file, or None."""
+  path = spec.files.get("metadata")
+  if not path:
+    return None
+  report = readers.ReadReport(path=str(path))
+  meta = readers.read_image_metadata(path, strict=False, report=report)
+  _add_read_report(counts, "metadata", report)
+  keys, first = np.unique(np.asarray(meta.image_id, np.uint64), return_index=True)
+  counts.add("metadata/dropped/duplicate_image_row", len(meta.image_id) - len(keys))
+  return keys, np.asarray(meta.rotation, np.float32)[first]
+
+
+def _tar_ids(spec: SplitSpec, counts) -> list[str]:
+  """ImageIDs in the tar files (a pass over the headers, reading no image), for a split without a
+  metadata file; damaged archives are counted when their images are read."""
+  ids = []
+
+  def note(image_id):
+    ids.append(image_id)
+    return False
+
+  for tar in spec.image_tars:
+    for _ in builder_images.iter_tar(pathlib.Path(tar), wanted=note, on_error=lambda *_: None):
+      pass
+  return ids
+
+
+def _ann_of(groups: Mapping[str, Any], key: int) -> dict[str, dict | None]:
+  out = {}
+  for kind, group in groups.items():
+    ids = group.image_ids
+    i = int(np.searchsorted(ids, np.uint64(key)))
+    if i < len(ids) and ids[i] == key:
+      out[kind] = _rows(kind, group.table, slice(int(group.offsets[i]), int(group.offsets[i + 1])))
+    else:
+      out[kind] = None
+  return out
+
+
+def generate_plain(spec: SplitSpec, counts: Counts,
+                   with_machine_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+  """(ImageID, example) of a split, reading annotations into columnar memory and images in order."""
+  groups = {kind: _read_table(kind, spec.files[kind], spec, counts)
+            for kind in _KINDS if spec.files.get(kind)}
+  listing = _read_listing(spec, counts)
+  folder_files = builder_images.list_folder(pathlib.Path(spec.image_folder)) if spec.image_folder \
+      else None
+  if listing is None:
+    found = folder_files.keys() if folder_files is not None else _tar_ids(spec, counts)
+    keys = np.unique(readers.image_id_to_key(sorted(found))) if found else np.zeros(0, np.uint64)
+    listing = keys, np.zeros(len(keys), np.float32)
+  listed, rotations = listing
+  counts.add("images/listed", len(listed))
+  # Rows for images outside the listing.
+  for kind, group in groups.items():
+    absent = ~np.isin(group.image_ids, listed)
+    sizes = np.diff(group.offsets)
+    counts.add(f"{kind}/dropped/row_for_absent_image", int(sizes[absent].sum()),
+               str(readers.key_to_image_id(group.image_ids[absent][:1])[0]) if absent.any() else None)
+    counts.add(f"{kind}/read", int(sizes.sum()))
+  # Which listed images are built: class filter, then the N smallest ImageIDs.
+  chosen = []
+  listed_ids = readers.key_to_image_id(listed).tolist()
+  for key, image_id in zip(listed.tolist(), listed_ids):
+    ann = _ann_of(groups, key)
+    if not qualifies(spec, ann):
+      count_dropped_image(counts, "no_selected_class", ann, image_id)
+      continue
+    if spec.max_images is not None and len(chosen) >= spec.max_images:
+      count_dropped_image(counts, "over_max_images", ann, image_id)
+      continue
+    chosen.append(key)
+  rotation_of = dict(zip(listed.tolist(), rotations.tolist()))
+  ids_of = dict(zip(chosen, readers.key_to_image_id(np.array(chosen, np.uint64)).tolist()))
+
+  def build(key, data):
+    image_id = ids_of[key]
+    return make_example(spec, image_id, data, rotation_of[key], _ann_of(groups, key), counts,
+                        with_machine_labels)
+
+  listed_ids = set(listed_ids)
+  if folder_files is not None:
+    counts.add("images/unlisted_file", sum(1 for i in folder_files if i not in listed_ids))
+    folder = pathlib.Path(spec.image_folder)
+    for key in chosen:
+      name = folder_files.get(ids_of[key])
+      if name is None:
+        count_dropped_image(counts, "missing_image", _ann_of(groups, key), ids_of[key])
+        continue
+      example = build(key, builder_images.read_folder_image(folder, name))
+      if example is not None:
+        yield ids_of[key], example
+    return
+  wanted = {ids_of[k]: k for k in chosen}
+  seen = set()
+  for tar in spec.image_tars:
+    for image_id, data in builder_images.iter_tar(
+        pathlib.Path(tar), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg)):
+      if image_id not in listed_ids:
+        counts.add("images/unlisted_file", 1, image_id)
+        continue
+      if image_id not in wanted:
+        continue
+      if image_id in seen:
+        counts.add("images/duplicate_file", 1, image_id)
+        continue
+      seen.add(image_id)
+      example = build(wanted[image_id], data)
+      if example is not None:
+        yield image_id, example
+  for image_id, key in wanted.items():
+    if image_id not in seen:
+      count_dropped_image(counts, "missing_image", _ann_of(groups, key), image_id)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Beam build.
+
+
+def _beam_read_rows(path: str, kind: str, spec: SplitSpec):
+  """(ImageID, (first row, rows)) per image and chunk of a CSV, streamed; reader counts as counters."""
+  counts = _BeamCounts(spec.split)
+  report = readers.ReadReport(path=str(path))
+  if kind == "boxes":
+    chunks = readers.iter_boxes(path, label_map=_label_map(spec.box_mids), strict=False,
+                                report=report)
+  else:
+    chunks = readers.iter_image_labels(path, label_map=_label_map(spec.image_mids), strict=False,
+                                       report=report)
+  row0 = 0
+  for chunk in chunks:
+    group = readers.group_by_image(chunk)
+    ids = readers.key_to_image_id(group.image_ids)
+    # Rows sorted stably by ImageID: an image's rows keep file order; `row0` orders its chunks.
+    for i, image_id in enumerate(ids.tolist()):
+      rows = slice(int(group.offsets[i]), int(group.offsets[i + 1]))
+      yield str(image_id), (row0 + rows.start, _rows(kind, group.table, rows))
+    row0 += len(chunk)
+  _add_read_report(counts, kind, report)
+
+
+def _beam_read_metadata(path: str, spec: SplitSpec):
+  counts = _BeamCounts(spec.split)
+  report = readers.ReadReport(path=str(path))
+  meta = readers.read_image_metadata(path, strict=False, report=report)
+  _add_read_report(counts, "metadata", report)
+  ids = readers.key_to_image_id(np.asarray(meta.image_id, np.uint64)).tolist()
+  for image_id, rotation in zip(ids, np.asarray(meta.rotation, np.float32).tolist()):
+    yield str(image_id), float(rotation)
+
+
+def _beam_read_tar(path: str, spec: SplitSpec):
+  counts = _BeamCounts(spec.split)
+  yield from builder_images.iter_tar(
+      pathlib.Path(path), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg))
+
+
+def _beam_join(item, spec: SplitSpec, has_metadata: bool):
+  """(ImageID, grouped) -> (ImageID, ann, rotation, image) for listed images; counts the rest."""
+  image_id, grouped = item
+  counts = _BeamCounts(spec.split)
+  ann = {}
+  for kind in _KINDS:
+    parts = sorted(grouped.get(kind, ()), key=lambda p: p[0])
+    ann[kind] = _concat([p[1] for p in parts]) if parts else None
+    counts.add(f"{kind}/read", _num_rows(ann[kind]))
+  images = list(grouped.get("image", ()))
+  rotations = list(grouped.get("metadata", ()))
+  listed = bool(rotations) if has_metadata else bool(images)
+  if not listed:
+    count_absent_rows(counts, ann, image_id)
+    counts.add("images/unlisted_file", len(images))
+    return
+  counts.add("images/listed")
+  counts.add("metadata/dropped/duplicate_image_row", len(rotations) - 1)
+  if len(images) > 1:
+    counts.add("images/duplicate_file", len(images) - 1)
+  yield image_id, ann, (rotations[0] if rotations else 0.0), (min(images) if images else None)
+
+
+def _beam_build(joined, spec: SplitSpec, with_machine_labels: bool, chosen=None):
+  """Builds the example of a joined image, given the chosen ImageIDs (None: no limit)."""
+  image_id, ann, rotation, image = joined
+  counts = _BeamCounts(spec.split)
+  if not qualifies(spec, ann):
+    count_dropped_image(counts, "no_selected_class", ann, image_id)
+    return
+  if chosen is not None and image_id not in chosen:
+    count_dropped_image(counts, "over_max_images", ann, image_id)
+    return
+  if image is None:
+    count_dropped_image(counts, "missing_image", ann, image_id)
+    return
+  if isinstance(image, str):  # A file name in the image folder.
+    image = builder_images.read_folder_image(pathlib.Path(spec.image_folder), image)
+  example = make_example(spec, image_id, image, rotation, ann, counts, with_machine_labels)
+  if example is not None:
+    yield image_id, example
+
+
+def beam_transform(spec: SplitSpec, with_machine_labels: bool):
+  """The split as a PTransform (PBegin -> PCollection of (ImageID, example))."""
+  beam = tfds.core.lazy_imports_lib.lazy_imports.apache_beam
+
+  def expand(root):
+    sources = {}
+    for kind in _KINDS:
+      if spec.files.get(kind):
+        sources[kind] = (root | f"{kind}_file" >> beam.Create([spec.files[kind]])
+                         | f"{kind}_rows" >> beam.FlatMap(_beam_read_rows, kind=kind, spec=spec))
+    has_metadata = bool(spec.files.get("metadata"))
+    if has_metadata:
+      sources["metadata"] = (root | "metadata_file" >> beam.Create([spec.files["metadata"]])
+                             | "metadata_rows" >> beam.FlatMap(_beam_read_metadata, spec=spec))
+    if spec.image_folder:  # Listed by a worker: millions of names do not belong in the graph.
+      sources["image"] = (root | "image_folder" >> beam.Create([spec.image_folder])
+                          | "image_files" >> beam.FlatMap(
+                              lambda folder: builder_images.list_folder(
+                                  pathlib.Path(folder)).items())
+                          | "image_reshuffle" >> beam.Reshuffle())
+    else:
+      sources["image"] = (root | "tar_files" >> beam.Create(list(spec.image_tars))
+                          | "tar_reshuffle" >> beam.Reshuffle()
+                          | "tar_images" >> beam.FlatMap(_beam_read_tar, spec=spec))
+    joined = (sources | "join" >> beam.CoGroupByKey()
+              | "listed" >> beam.FlatMap(_beam_join, spec=spec, has_metadata=has_metadata))
+    build = dict(spec=spec, with_machine_labels=with_machine_labels)
+    if spec.max_images is None:
+      return joined | "build" >> beam.FlatMap(_beam_build, **build)
+    chosen = (joined | "qualifying" >> beam.Filter(lambda j: qualifies(spec, j[1]))
+              | "ids" >> beam.Map(lambda j: j[0])
+              | "smallest" >> beam.combiners.Top.Smallest(spec.max_images)
+              | "as_set" >> beam.Map(set))
+    return joined | "build" >> beam.FlatMap(_beam_build, **build,
+                                            chosen=beam.pvalue.AsSingleton(chosen))
+
+  return beam.ptransform_fn(expand)()
+
+
+def report_from_counters(pipeline_result, splits: Iterable[str]) -> dict[str, Counts]:
+  """Per-split `Counts` from the Beam counters of a finished pipeline."""
+  beam = tfds.core.lazy_imports_lib.lazy_imports.apache_beam
+  query = pipeline_result.metrics().query(
+      beam.metrics.metric.MetricsFilter().with_namespace(_COUNTER_NAMESPACE))
+  out = {split: Counts() for split in splits}
+  for counter in query["counters"]:
+    split, name = counter.key.metric.name.split("/", 1)
+    value = counter.committed if counter.committed is not None else counter.attempted
+    out.setdefault(split, Counts()).add(name, value)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The builder.
+
+
+def _resolve_classes(wanted: Sequence[str], boxable: labels_lib.LabelMap,
+                     image_level: labels_lib.LabelMap) -> set[str]:
+  """MIDs of `wanted` (MIDs or display names, case-insensitive); unknown ones are an error."""
+  by_name = {}
+  for lm in (image_level, boxable):
+    for mid, name in zip(lm.mids, lm.names):
+      by_name.setdefault(name.casefold(), mid)
+  mids, unknown = set(), []
+  for entry in wanted:
+    if entry in boxable or entry in image_level:
+      mids.add(entry)
+    elif entry.casefold() in by_name:
+      mids.add(by_name[entry.casefold()])
+    else:
+      unknown.append(entry)
+  if unknown:
+    raise ValueError(f"classes not in this release's class lists: {unknown}")
+  return mids
+
+
+def _subset(lm: labels_lib.LabelMap, mids: set[str] | None) -> tuple[list[str], np.ndarray]:
+  """Kept MIDs in list order and the remap array (full index -> kept index or -1)."""
+  keep = [m for m in lm.mids if mids is None or m in mids]
+  index = {m: i for i, m in enumerate(keep)}
+  return keep, np.array([index.get(m, -1) for m in lm.mids], np.int32)
+
+
+class OpenImages(tfds.core.GeneratorBasedBuilder):
+  """Open Images boxes and image-level labels, V4 to V7 and Challenge 2019, from a manual download."""
+
+  VERSION = VERSION
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = releases.manual_download_instructions()
+  BUILDER_CONFIGS = [make_config(r, p) for r in releases.RELEASES for p in builder_images.POLICIES]
+  DEFAULT_CONFIG_NAME = "v6_max1024"
+  # TFDS 4.9.10 derives this through `importlib_resources`, which it only installs on Python < 3.9;
+  # giving it directly avoids that import (the builder has no checksums file: nothing is downloaded).
+  code_path = epath.Path(__file__)
+
+  @classmethod
+  def get_builder_config(cls, name, version=None):
+    """Predefined configs, and any option name `parse_config_name` understands."""
+    config = super().get_builder_config(name, version)
+    if config is None and name in _CONFIGS:
+      config = _CONFIGS[name]
+    return config or parse_config_name(name)
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._beam = False
+    self._counts: dict[str, Counts] = {}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    def labels():
+      return tfds.features.Sequence({"label": tfds.features.ClassLabel(),
+                                     "confidence": np.float32, "source": tfds.features.Text()})
+    features = {
+        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+        "image/id": tfds.features.Text(),
+        "image/original_width": np.int32,
+        "image/original_height": np.int32,
+        "objects": tfds.features.Sequence({
+            "bbox": tfds.features.BBoxFeature(),
+            "label": tfds.features.ClassLabel(),
+            **{flag: np.int8 for flag in _FLAGS},
+            "source": tfds.features.Text(),
+        }),
+        "image_labels": labels(),
+    }
+    if self.builder_config.with_machine_labels:
+      features["machine_labels"] = labels()
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Open Images bounding boxes and human-verified image-level labels, images "
+                    "upright (Rotation applied). " + (self.builder_config.description or ""),
+        features=tfds.features.FeaturesDict(features),
+        metadata=tfds.core.MetadataDict(),
+        homepage="https://storage.googleapis.com/openimages/web/index.html",
+        citation=_CITATION,
+    )
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    self._beam = download_config.beam_runner is not None or download_config.beam_options is not None
+    self._counts = {}
+    super()._download_and_prepare(dl_manager, download_config)
+    report = {split: {"counts": dict(sorted(c.counts.items())), "examples": c.examples}
+              for split, c in sorted(self._counts.items())}
+    self.info.metadata["build_report"] = report
+    (epath.Path(self.data_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
+
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    for split, counts in report_from_counters(pipeline_result, self._counts).items():
+      self._counts.setdefault(split, Counts()).counts.update(counts.counts)
+
+  def _split_generators(self, dl_manager):
+    config = self.builder_config
+    release = releases.RELEASES[config.release]
+    root = pathlib.Path(dl_manager.manual_dir)
+    boxable = labels_lib.LabelMap.from_csv(
+        releases.require(root, release.boxable_classes, "boxable class list"))
+    image_level = labels_lib.LabelMap.from_csv(
+        releases.require(root, release.image_level_classes, "image-level class list"))
+    hierarchy = releases.require(root, release.hierarchy, "class hierarchy").read_text("utf-8")
+    selected = _resolve_classes(config.classes, boxable, image_level) if config.classes else None
+    box_mids, box_remap = _subset(boxable, selected)
+    image_mids, label_remap = _subset(image_level, selected)
+    self.info.features["objects"]["label"].names = box_mids
+    self.info.features["image_labels"]["label"].names = image_mids
+    if config.with_machine_labels:
+      self.info.features["machine_labels"]["label"].names = image_mids
+    names = lambda lm, mids: [lm.name(m) for m in mids]
+    self.info.metadata.update({
+        "boxable_class_names": names(boxable, box_mids),
+        "image_level_class_names": names(image_level, image_mids),
+        "hierarchy": hierarchy,
+        "release": config.release,
+    })
+    generators = {}
+    for split, files in release.splits.items():
+      paths = {"boxes": releases.find(root, files.boxes),
+               "image_labels": releases.find(root, files.human_labels),
+               "machine_labels": (releases.find(root, files.machine_labels)
+                                  if config.with_machine_labels else None),
+               "metadata": releases.find(root, files.metadata)}
+      source = releases.image_source(root, split)
+      if paths["boxes"] is None or not source:
+        logging.warning("open_images: split %s not built: %s", split,
+                        "no box file" if paths["boxes"] is None else "no images")
+        continue
+      counts = self._counts[split] = Counts()
+      for kind, candidates in (("image_labels", files.human_labels),
+                               ("machine_labels", files.machine_labels)):
+        if paths[kind] is None and (kind == "image_labels" or config.with_machine_labels):
+          counts.add(f"files/absent/{kind}", 1, f"none of {', '.join(candidates) or '(none)'}")
+      spec = SplitSpec(
+          split=split, files={k: (str(v) if v else None) for k, v in paths.items()},
+          image_folder=str(source.folder) if source.folder else None,
+          image_tars=tuple(str(t) for t in source.tars), image_policy=config.image_policy,
+          box_mids=tuple(boxable.mids), image_mids=tuple(image_level.mids), box_remap=box_remap,
+          label_remap=label_remap, filter_classes=selected is not None,
+          max_images=config.max_images_per_split)
+      examples = self._generate_examples(spec)
+      if not self._beam:
+        # TFDS refuses to write a split without examples (all images filtered out or broken):
+        # peek, and leave such a split out, counted, instead of failing the whole build.
+        first = next(examples, None)
+        if first is None:
+          counts.add("split_not_built_no_examples", 1)
+          continue
+        examples = itertools.chain([first], examples)
+      generators[split] = examples
+    if not generators:
+      raise FileNotFoundError(f"no split to build in {root}:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    return generators
+
+  def _generate_examples(self, spec: SplitSpec):
+    if self._beam:
+      return beam_transform(spec, self.builder_config.with_machine_labels)
+    return generate_plain(spec, self._counts[spec.split], self.builder_config.with_machine_labels)
