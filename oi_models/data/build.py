@@ -41,19 +41,6 @@ flags.DEFINE_list("beam_options", [], "Beam pipeline options, comma-separated (e
 flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists in data_dir.")
 
 
-def _summary(report: dict) -> str:
-  lines = []
-  for split, entry in report.items():
-    counts = entry["counts"]
-    lines.append(f"{split}: {counts.get('images/written', 0)} of {counts.get('images/listed', 0)} "
-                 f"listed images written, {counts.get('boxes/written', 0)} boxes, "
-                 f"{counts.get('image_labels/written', 0)} image-level labels")
-    for name, n in counts.items():
-      if "/dropped/" in name or "/skipped_by_reader/" in name or name.startswith("files/"):
-        lines.append(f"  {name}: {n}")
-  return "\n".join(lines)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -83,7 +70,7 @@ def main(argv):
   report = json.loads((ds_builder.data_path / builder.REPORT_FILE).read_text())
   written = sum(entry["counts"].get("images/written", 0) for entry in report.values())
   print(f"open_images/{config.name} in {ds_builder.data_dir}")
-  print(_summary(report))
+  print(builder.summarize_report(report))
   print(f"{written} images in {seconds:.1f} s ({written / max(seconds, 1e-9):.1f} images/s)")
   logging.info("build report: %s", ds_builder.data_path / builder.REPORT_FILE)
 

@@ -629,6 +629,20 @@ def _subset(lm: labels_lib.LabelMap, mids: set[str] | None) -> tuple[list[str], 
   return keep, np.array([index.get(m, -1) for m in lm.mids], np.int32)
 
 
+def summarize_report(report: Mapping[str, Any]) -> str:
+  """Printable lines of a build report: per split, what was written and every count of a loss."""
+  lines = []
+  for split, entry in report.items():
+    counts = entry["counts"]
+    lines.append(f"{split}: {counts.get('images/written', 0)} of {counts.get('images/listed', 0)} "
+                 f"listed images written, {counts.get('boxes/written', 0)} boxes, "
+                 f"{counts.get('image_labels/written', 0)} image-level labels")
+    for name, n in counts.items():
+      if "/dropped/" in name or "/skipped_by_reader/" in name or name.startswith("files/"):
+        lines.append(f"  {name}: {n}")
+  return "\n".join(lines)
+
+
 class OpenImages(tfds.core.GeneratorBasedBuilder):
   """Open Images boxes and image-level labels, V4 to V7 and Challenge 2019, from a manual download."""
 
