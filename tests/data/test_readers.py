@@ -441,7 +441,7 @@ def _messy_box_file(sample, tmp_path):
   """The sample's train boxes with bad rows of every kind spread through them."""
   lines = sample.boxes["train"].read_text().splitlines()
   bad = [lines[5].replace(lines[5][:16], "nothex0000000000"), "", lines[9][:50],
-         lines[12].replace(",xclick,", ",xclick,/m/0cmf2x") ,
+         lines[12].replace(",xclick,", ",xclick,/m/0cmf2x"),
          ",".join(lines[20].split(",")[:4] + ["0.5", "0.4"] + lines[20].split(",")[6:])]
   for i, row in enumerate(bad):
     lines.insert(10 + 7 * i, row)  # Lines 11, 18, 25, 32, 39.
