@@ -84,6 +84,10 @@ def test_v5_validation_box_row(shared):
   for flag in ("is_occluded", "is_truncated", "is_group_of", "is_depiction", "is_inside"):
     assert getattr(table, flag)[0] == 0
   assert table.x_click is None
+  precise = readers.read_boxes(shared(*EXCERPTS, "v5_validation-annotations-bbox_row1.csv"),
+                               coordinate_dtype=np.float64)
+  assert precise.xmin.dtype == np.float64
+  assert precise.yxyx().tolist() == [[0.07103825, 0.022673031, 0.80054647, 0.9642005]]
 
 
 def test_v4_test_boxes_with_the_boxable_label_map(shared):
