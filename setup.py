@@ -36,6 +36,7 @@ EXTRAS_REQUIRE = {
 CONSOLE_SCRIPTS = [
     "oi-build-dataset=oi_models.data.build:run",
     "oi-demo=oi_models.demo:run",
+    "oi-evaluate=oi_models.evaluation.cli:run",
     "oi-make-sample=oi_models.data.make_sample:run",
 ]
 

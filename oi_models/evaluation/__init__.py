@@ -1,0 +1,185 @@
+"""Open Images evaluation: the detection metric (Challenge and V2 protocols) and classification mAP.
+
+Two ways in:
+
+* inside a training or evaluation loop, accumulate batches and compute at the end:
+  `DetectionEvaluator(num_classes)` (`add_ground_truth`, `add_detections`, `evaluate`) and
+  `ClassificationEvaluator(num_classes)` (`add_batch(scores, targets)`, `evaluate`);
+* from the official files, in one call: `evaluate_files` (boxes CSV, optional image-level labels,
+  class list, hierarchy, predictions as the official CSV or a Kaggle submission) and
+  `evaluate_classification_files` (image-level labels + `ImageID,LabelName,Score` predictions).
+  Both return an `Evaluation`: the result, the per-class table, the official metrics dictionary and
+  the mode that ran, which `Evaluation.write` saves as metrics.json and per_class.csv.
+
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Optional, Union
+
+from oi_models import labels as labels_lib
+from oi_models.data import readers
+from oi_models.evaluation import classification
+from oi_models.evaluation import ground_truth
+from oi_models.evaluation import predictions as predictions_lib
+from oi_models.evaluation import report
+from oi_models.evaluation.classification import ClassificationEvaluator
+from oi_models.evaluation.classification import ClassificationResult
+from oi_models.evaluation.detection import DetectionEvaluator
+from oi_models.evaluation.detection import DetectionResult
+from oi_models.evaluation.detection import PROTOCOLS
+
+__all__ = ["ClassificationEvaluator", "ClassificationResult", "DetectionEvaluator",
+           "DetectionResult", "Evaluation", "PROTOCOLS", "evaluate_classification_files",
+           "evaluate_files"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(eq=False)
+class Evaluation:
+  """What an evaluation from files produced.
+
+  Attributes:
+    result: DetectionResult or ClassificationResult.
+    table: per-class rows (see report.detection_table / report.classification_table).
+    metrics: the metrics dictionary (official keys for detection), per-class AP keyed by MID.
+    mode: what ran: task, protocol, image-level labels, expansion, class list.
+    label_map: the class list.
+    reports: file role -> readers.ReadReport (rows read, kept, skipped and why).
+  """
+
+  result: Union[DetectionResult, ClassificationResult]
+  table: list
+  metrics: dict
+  mode: dict
+  label_map: labels_lib.LabelMap
+  reports: dict
+
+  @property
+  def mean_ap(self) -> float:
+    return self.result.mean_ap
+
+  @property
+  def columns(self) -> tuple:
+    return (report.DETECTION_COLUMNS if self.mode["task"] == "detection"
+            else report.CLASSIFICATION_COLUMNS)
+
+  def summary(self) -> dict:
+    """The content of metrics.json."""
+    inputs = {role: r.to_dict() for role, r in self.reports.items()}
+    return report.summary_dict(self.metrics, self.mean_ap, self.table, self.mode, inputs)
+
+  def write(self, output_dir, plot: bool = False) -> dict:
+    """Writes metrics.json, per_class.csv and, for detection with `plot`, pr.png; returns paths."""
+    paths = report.write(output_dir, self.summary(), self.columns)
+    if plot and self.mode["task"] == "detection":
+      paths["plot"] = f"{output_dir}/{report.PLOT_FILE}"
+      report.plot_precision_recall(paths["plot"], self.result, self.label_map, self.mode)
+    return paths
+
+
+def _label_map(class_list) -> labels_lib.LabelMap:
+  if isinstance(class_list, labels_lib.LabelMap):
+    return class_list
+  return labels_lib.LabelMap.from_file(class_list)
+
+
+def _hierarchy(hierarchy) -> Optional[labels_lib.Hierarchy]:
+  if hierarchy is None or isinstance(hierarchy, labels_lib.Hierarchy):
+    return hierarchy
+  return labels_lib.Hierarchy.from_json(hierarchy)
+
+
+def _check_expansion(hierarchy, expand_ground_truth: bool, expand_predictions: bool) -> None:
+  if hierarchy is None and expand_predictions:
+    raise ValueError("expand_predictions needs a hierarchy")
+  if hierarchy is None and expand_ground_truth:
+    logger.warning("no hierarchy given: ground truth is evaluated as it is in the files "
+                   "(not expanded)")
+
+
+def evaluate_files(boxes, predictions, class_list, hierarchy=None, image_labels=None,
+                   protocol: str = "challenge", expand_ground_truth: bool = True,
+                   expand_predictions: bool = False, iou_threshold: float = 0.5,
+                   predictions_format: Optional[str] = None, strict: bool = False) -> Evaluation:
+  """Evaluates a detection predictions file against the official ground-truth files.
+
+  Args:
+    boxes: box CSV of any release (Challenge 2019, V4/V5, V6/V7, V3).
+    predictions: official detection CSV or Kaggle submission (told apart by the header).
+    class_list: class-descriptions CSV, label-map pbtxt, or a LabelMap: the evaluated classes.
+    hierarchy: hierarchy JSON path or a Hierarchy; without one nothing is expanded.
+    image_labels: optional image-level labels CSV (verified rows, Confidence 0/1, are used); with the
+      challenge protocol they define each image's evaluable classes.
+    protocol: "challenge" (OpenImagesDetectionChallenge) or "v2" (OpenImagesV2).
+    expand_ground_truth: apply the hierarchy expansion to boxes and image-level labels; False for
+      files that are already expanded.
+    expand_predictions: also copy each detection to its ancestors (not the official protocol).
+    iou_threshold: matching threshold.
+    predictions_format: "csv" or "kaggle"; None detects it.
+    strict: raise on the first malformed row instead of skipping and counting it.
+  """
+  label_map = _label_map(class_list)
+  hierarchy = _hierarchy(hierarchy)
+  _check_expansion(hierarchy, expand_ground_truth, expand_predictions)
+  truth = ground_truth.load(boxes, label_map, hierarchy, image_labels, expand_ground_truth, strict)
+  evaluator = DetectionEvaluator(len(label_map), protocol, iou_threshold)
+  truth.add_to(evaluator)
+  expander = ground_truth.make_expander(hierarchy, label_map) if expand_predictions else None
+  reports = dict(truth.reports, predictions=readers.ReadReport(str(predictions)))
+  fmt = predictions_format or predictions_lib.detect_format(predictions)
+  if fmt not in (predictions_lib.CSV, predictions_lib.KAGGLE):
+    raise ValueError(f"{predictions}: a {fmt} file is not detection predictions")
+  for chunk in predictions_lib.iter_predictions(predictions, label_map, fmt, strict,
+                                                reports["predictions"]):
+    if expander is not None:
+      chunk = ground_truth.expand_predictions(chunk, expander)
+    evaluator.add_detections(chunk.image_id, chunk.label, chunk.score, chunk.boxes)
+  result = evaluator.evaluate()
+  mode = {"task": "detection", "protocol": protocol, "image_level_labels": image_labels is not None,
+          "expand_ground_truth": truth.expanded, "expand_predictions": expander is not None,
+          "iou_threshold": iou_threshold, "predictions_format": fmt,
+          "num_classes": len(label_map), "num_classes_evaluated": int((result.num_gt > 0).sum())}
+  return Evaluation(result, report.detection_table(result, label_map),
+                    result.metrics(label_map.mids), mode, label_map, reports)
+
+
+def evaluate_classification_files(image_labels, predictions, class_list, hierarchy=None,
+                                  expand_ground_truth: bool = True,
+                                  unknown_as_negative: bool = False,
+                                  strict: bool = False) -> Evaluation:
+  """Evaluates `ImageID,LabelName,Score` predictions against human-verified image-level labels.
+
+  Args:
+    image_labels: image-level labels CSV; verified rows (Confidence 1 / 0) are the targets.
+    predictions: classification CSV `ImageID,LabelName,Score`.
+    class_list: class-descriptions CSV, label-map pbtxt, or a LabelMap.
+    hierarchy: optional hierarchy JSON path or Hierarchy, to expand the labels (positives up,
+      negatives down) when `expand_ground_truth`.
+    expand_ground_truth: expand the labels with the hierarchy.
+    unknown_as_negative: rank every image in every class, non-positives as negatives.
+    strict: raise on the first malformed row instead of skipping and counting it.
+  """
+  label_map = _label_map(class_list)
+  hierarchy = _hierarchy(hierarchy)
+  expander = (ground_truth.make_expander(hierarchy, label_map)
+              if expand_ground_truth and hierarchy is not None else None)
+  reports = {"image_labels": readers.ReadReport(str(image_labels)),
+             "predictions": readers.ReadReport(str(predictions))}
+  label_ids, label_classes, positive = ground_truth.read_verified_labels(
+      image_labels, label_map, expander, strict, reports["image_labels"])
+  preds = predictions_lib.read_predictions(predictions, label_map, predictions_lib.CLASSIFICATION,
+                                           strict, reports["predictions"])
+  result = classification.evaluate_sparse(label_ids, label_classes, positive, preds.image_id,
+                                          preds.label, preds.score, len(label_map),
+                                          unknown_as_negative)
+  mode = {"task": "classification", "unknown_as_negative": unknown_as_negative,
+          "expand_ground_truth": expander is not None, "num_classes": len(label_map),
+          "num_classes_evaluated": int((result.num_positives > 0).sum()),
+          "num_images": result.num_images}
+  return Evaluation(result, report.classification_table(result, label_map),
+                    result.metrics(label_map.mids), mode, label_map, reports)

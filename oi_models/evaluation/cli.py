@@ -1,0 +1,117 @@
+"""oi-evaluate: Open Images detection or classification metrics from the official files.
+
+Detection (the default task) takes the official box CSV, optionally the image-level labels, the class
+list, the hierarchy and a predictions file (official CSV or Kaggle submission, told apart by the
+header), and runs the Challenge or V2 protocol:
+
+  oi-evaluate --boxes=validation-bbox.csv --image_labels=validation-imagelabels.csv \\
+      --class_list=classes-500.csv --hierarchy=label500-hierarchy.json \\
+      --predictions=predictions.csv --output_dir=eval/
+
+Classification takes human-verified image-level labels and `ImageID,LabelName,Score` predictions:
+
+  oi-evaluate --task=classification --image_labels=validation-imagelabels.csv \\
+      --class_list=classes.csv --predictions=scores.csv --output_dir=eval/
+
+It prints the mode, mAP, a short per-class table and what the readers skipped; with --output_dir it
+writes metrics.json (official keys, mode, per-class rows, read reports) and per_class.csv, and pr.png
+with --plot.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+
+from oi_models import evaluation
+from oi_models.evaluation import report
+
+TASKS = ("detection", "classification")
+
+_TASK = flags.DEFINE_enum("task", "detection", TASKS,
+                          "detection: box metric (Challenge/V2); classification: per-class AP over "
+                          "verified image-level labels.")
+_BOXES = flags.DEFINE_string("boxes", None, "Ground-truth box CSV of any release (detection).")
+_IMAGE_LABELS = flags.DEFINE_string(
+    "image_labels", None, "Image-level labels CSV (ImageID,Source,LabelName,Confidence); only human-"
+    "verified rows (Confidence 1 or 0) are used. Detection: optional, defines each image's evaluable "
+    "classes under the challenge protocol. Classification: required, the targets.")
+_CLASS_LIST = flags.DEFINE_string("class_list", None,
+                                  "Class list: class-descriptions CSV (MID,DisplayName) or label-map "
+                                  ".pbtxt; only these classes are evaluated.")
+_HIERARCHY = flags.DEFINE_string(
+    "hierarchy", None, "Class hierarchy JSON; needed to expand ground truth or predictions.")
+_PREDICTIONS = flags.DEFINE_string(
+    "predictions", None, "Predictions: official CSV (ImageID,LabelName,Score,XMin,XMax,YMin,YMax) "
+    "or Kaggle submission (ImageId,PredictionString), detected from the header; for classification "
+    "ImageID,LabelName,Score.")
+_PROTOCOL = flags.DEFINE_enum("protocol", "challenge", list(evaluation.PROTOCOLS),
+                              "Detection protocol: challenge (OpenImagesDetectionChallenge) or v2 "
+                              "(OpenImagesV2: no image-level labels, group-of boxes weight 0).")
+_EXPAND_GROUND_TRUTH = flags.DEFINE_boolean(
+    "expand_ground_truth", True, "Expand ground truth with --hierarchy (boxes and positives up, "
+    "negatives down); turn off for files that are already expanded.")
+_EXPAND_PREDICTIONS = flags.DEFINE_boolean(
+    "expand_predictions", False, "Also copy each detection to its ancestor classes (not part of the "
+    "official protocol).")
+_UNKNOWN_AS_NEGATIVE = flags.DEFINE_boolean(
+    "unknown_as_negative", False, "Classification: count unverified (image, class) pairs as "
+    "negatives instead of leaving them out.")
+_IOU_THRESHOLD = flags.DEFINE_float("iou_threshold", 0.5, "Detection IoU (and IoA) threshold.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Directory for metrics.json and per_class.csv (and pr.png).")
+_PLOT = flags.DEFINE_boolean("plot", False,
+                             "Detection: also draw precision/recall curves to pr.png "
+                             "(needs matplotlib, the `plots` extra).")
+_STRICT = flags.DEFINE_boolean("strict", False,
+                               "Stop at the first malformed row (file, line and field) instead of "
+                               "skipping and counting it.")
+_TOP = flags.DEFINE_integer("top", 10, "Rows of the printed table: this many lowest- and "
+                            "highest-AP classes.")
+
+
+def _require(**values) -> None:
+  missing = [f"--{name}" for name, value in values.items() if not value]
+  if missing:
+    raise app.UsageError(f"--task={_TASK.value} needs {', '.join(missing)}")
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _TASK.value == "detection":
+    _require(boxes=_BOXES.value, class_list=_CLASS_LIST.value, predictions=_PREDICTIONS.value)
+    result = evaluation.evaluate_files(
+        _BOXES.value, _PREDICTIONS.value, _CLASS_LIST.value, hierarchy=_HIERARCHY.value,
+        image_labels=_IMAGE_LABELS.value, protocol=_PROTOCOL.value,
+        expand_ground_truth=_EXPAND_GROUND_TRUTH.value,
+        expand_predictions=_EXPAND_PREDICTIONS.value, iou_threshold=_IOU_THRESHOLD.value,
+        strict=_STRICT.value)
+  else:
+    _require(image_labels=_IMAGE_LABELS.value, class_list=_CLASS_LIST.value,
+             predictions=_PREDICTIONS.value)
+    result = evaluation.evaluate_classification_files(
+        _IMAGE_LABELS.value, _PREDICTIONS.value, _CLASS_LIST.value, hierarchy=_HIERARCHY.value,
+        expand_ground_truth=_EXPAND_GROUND_TRUTH.value,
+        unknown_as_negative=_UNKNOWN_AS_NEGATIVE.value, strict=_STRICT.value)
+  out = sys.stdout
+  out.write(f"mode: {report.describe_mode(result.mode)}\n")
+  for role, read in result.reports.items():
+    out.write(f"{role}: {read.summary()}\n")
+  out.write(report.format_table(result.table, result.columns, _TOP.value) + "\n")
+  evaluated = result.mode["num_classes_evaluated"]
+  out.write(f"mAP: {result.mean_ap:.6f} over {evaluated} of {len(result.label_map)} classes\n")
+  if _OUTPUT_DIR.value:
+    paths = result.write(_OUTPUT_DIR.value, plot=_PLOT.value)
+    out.write("wrote " + ", ".join(paths.values()) + "\n")
+  return 0
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

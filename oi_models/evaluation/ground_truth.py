@@ -1,0 +1,206 @@
+"""Official ground-truth files -> the hierarchy-expanded arrays the Open Images metrics take.
+
+The official challenge evaluation runs on files expanded beforehand by a separate tool; here the
+expansion happens on load (or not, with `expand=False`, for files that are already expanded), with
+the Challenge rules implemented once in `labels.Expander`: boxes copied to every ancestor, positive
+image-level labels copied up, verified negatives copied down. Expanded copies follow their source row,
+self first, which is the row order the official expansion tool writes and the order the metric uses
+to break IoU ties.
+
+Classes: the class list (a class-descriptions CSV or a label-map pbtxt) decides which classes are
+evaluated. Rows of other classes are not errors (a V6 box file holds 601 classes, the challenge list
+500): they are skipped and counted under "class not in the class list" in the file's ReadReport, even
+in strict mode; strict mode is about malformed rows, which the readers reject.
+
+Image-level labels: only human-verified rows are used, Confidence 1 (positive) and 0 (verified
+negative); rows with another confidence (machine-generated scores) are skipped and counted under "not
+human-verified". For detection the verified classes of an image, positive or negative, are its
+evaluable classes; for classification they are its targets.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from oi_models import labels as labels_lib
+from oi_models.data import readers
+from oi_models.evaluation import predictions as predictions_lib
+
+OUTSIDE_CLASS_LIST = "class not in the class list"
+NOT_VERIFIED = "not human-verified (Confidence not 0 or 1)"
+UNKNOWN_GROUP_OF = "IsGroupOf -1 read as group-of (as the official evaluator's astype(bool))"
+NO_GROUP_OF_COLUMN = "no IsGroupOf column (V3 format): boxes read as not group-of"
+
+
+@dataclasses.dataclass(eq=False)
+class GroundTruth:
+  """Expanded ground truth as columns, ready for `DetectionEvaluator.add_ground_truth`.
+
+  Attributes:
+    box_image_ids: uint64 [N] image keys.
+    box_labels: int32 [N] class indices into `label_map`.
+    boxes: float64 [N, 4] (ymin, xmin, ymax, xmax).
+    box_is_group_of: bool [N].
+    label_image_ids: uint64 [M] image keys of verified image-level labels, or None without a file.
+    label_labels: int32 [M] their classes (each (image, class) once).
+    label_map: the class list.
+    expanded: whether the hierarchy expansion was applied on load.
+    reports: file role ("boxes", "image_labels") -> ReadReport.
+  """
+
+  box_image_ids: np.ndarray
+  box_labels: np.ndarray
+  boxes: np.ndarray
+  box_is_group_of: np.ndarray
+  label_image_ids: Optional[np.ndarray]
+  label_labels: Optional[np.ndarray]
+  label_map: labels_lib.LabelMap
+  expanded: bool
+  reports: dict
+
+  def add_to(self, evaluator) -> None:
+    """Adds these arrays to a `detection.DetectionEvaluator`."""
+    evaluator.add_ground_truth(self.box_image_ids, self.box_labels, self.boxes, self.box_is_group_of,
+                               self.label_image_ids, self.label_labels)
+
+
+def make_expander(hierarchy, label_map: labels_lib.LabelMap) -> Optional[labels_lib.Expander]:
+  """An Expander from a Hierarchy or a hierarchy JSON path; None when `hierarchy` is None."""
+  if hierarchy is None:
+    return None
+  if not isinstance(hierarchy, labels_lib.Hierarchy):
+    hierarchy = labels_lib.Hierarchy.from_json(hierarchy)
+  return labels_lib.Expander(hierarchy, label_map)
+
+
+def _to_class_list(table, label_map: labels_lib.LabelMap, report: readers.ReadReport) -> np.ndarray:
+  """Class indices in `label_map` of a table read with its own MID vocabulary; -1 outside it.
+
+  Rows outside the class list are counted as skipped in `report`; the caller drops them.
+  """
+  mapping = label_map.indices(list(table.mids), missing=-1)
+  classes = np.append(mapping, -1)[table.label] if len(table) else np.zeros(0, np.int32)
+  outside = classes < 0
+  if outside.any():
+    missing = np.unique(table.label[outside])
+    counts = np.bincount(table.label[outside], minlength=len(table.mids))
+    examples = [f"{report.path}: LabelName: {table.mids[m]} ({counts[m]} rows)" for m in missing[:5]]
+    report.skip(OUTSIDE_CLASS_LIST, int(outside.sum()), examples)
+    report.rows_kept -= int(outside.sum())
+  return classes.astype(np.int32)
+
+
+def _has_column(path, name: str) -> bool:
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    return name in next(csv.reader(f), [])
+
+
+def read_boxes(path, label_map: labels_lib.LabelMap, expander: Optional[labels_lib.Expander] = None,
+               strict: bool = False, report: Optional[readers.ReadReport] = None):
+  """Boxes of the class list from a box CSV of any release, expanded up the hierarchy if asked.
+
+  Returns:
+    (image_ids uint64 [N], labels int32 [N], boxes float64 [N, 4] yxyx, is_group_of bool [N]).
+  """
+  report = readers.ReadReport(str(path)) if report is None else report
+  table = readers.read_boxes(path, strict=strict, report=report, coordinate_dtype=np.float64)
+  classes = _to_class_list(table, label_map, report)
+  keep = np.flatnonzero(classes >= 0)
+  if report.rows_read and not len(keep):
+    raise ValueError(f"{path}: none of the {report.rows_read:,} box rows has a class of the class "
+                     f"list ({len(label_map)} classes); is it the right class list?")
+  table = table.take(keep)
+  classes = classes[keep]
+  # The official evaluator turns IsGroupOf into bool, so -1 (unknown) counts as group-of. A file
+  # without the column (V3) has no group-of boxes; the readers give -1 for both cases.
+  if _has_column(path, "IsGroupOf"):
+    group_of = table.is_group_of != 0
+    unknown = table.is_group_of < 0
+    if unknown.any():
+      report.adjusted[UNKNOWN_GROUP_OF] += int(unknown.sum())
+  else:
+    group_of = np.zeros(len(table), bool)
+    report.adjusted[NO_GROUP_OF_COLUMN] += len(table)
+  boxes = table.yxyx()
+  rows = np.arange(len(table))
+  if expander is not None:
+    rows, classes = expander.boxes(classes)
+  return table.image_id[rows], classes, boxes[rows], group_of[rows]
+
+
+def read_verified_labels(path, label_map: labels_lib.LabelMap,
+                         expander: Optional[labels_lib.Expander] = None, strict: bool = False,
+                         report: Optional[readers.ReadReport] = None):
+  """Human-verified image-level labels of the class list, expanded if asked.
+
+  Positives (Confidence 1) go up to ancestors, verified negatives (0) down to descendants. Where
+  expansion (or the file) gives an (image, class) both a positive and a negative, the positive wins:
+  the class was seen on the image.
+
+  Returns:
+    (image_ids uint64 [M], labels int32 [M], positive bool [M]), one row per (image, class), sorted
+    by image then class.
+  """
+  report = readers.ReadReport(str(path)) if report is None else report
+  table = readers.read_image_labels(path, strict=strict, report=report)
+  verified = (table.confidence == 0) | (table.confidence == 1)
+  if not verified.all():
+    bad = np.flatnonzero(~verified)
+    report.skip(NOT_VERIFIED, len(bad),
+                [f"{report.path}: Confidence: {table.confidence[i]:g}" for i in bad[:5]])
+    report.rows_kept -= len(bad)
+    table = table.take(np.flatnonzero(verified))
+  classes = _to_class_list(table, label_map, report)
+  keep = np.flatnonzero(classes >= 0)
+  image_ids, classes, confidence = table.image_id[keep], classes[keep], table.confidence[keep]
+  if expander is not None:
+    rows, classes = expander.image_labels(classes, confidence)
+    image_ids, confidence = image_ids[rows], confidence[rows]
+  return _unique_pairs(image_ids, classes, confidence == 1)
+
+
+def _unique_pairs(image_ids, classes, positive):
+  """One row per (image, class), positive if any of its rows is; sorted by image then class."""
+  order = np.lexsort((~positive, classes, image_ids))  # positives first within a pair
+  image_ids, classes, positive = image_ids[order], classes[order], positive[order]
+  first = np.ones(len(order), bool)
+  first[1:] = (image_ids[1:] != image_ids[:-1]) | (classes[1:] != classes[:-1])
+  return image_ids[first], classes[first].astype(np.int32), positive[first]
+
+
+def load(boxes_path, label_map: labels_lib.LabelMap, hierarchy=None, image_labels_path=None,
+         expand: bool = True, strict: bool = False) -> GroundTruth:
+  """Reads the detection ground truth.
+
+  Args:
+    boxes_path: box CSV of any release (V3, V4/V5, V6/V7, Challenge 2019).
+    label_map: the class list.
+    hierarchy: a Hierarchy or hierarchy JSON path; needed for expansion.
+    image_labels_path: optional image-level labels CSV; its verified classes (positive or negative)
+      become each image's evaluable classes.
+    expand: expand with the hierarchy (False for files that are already expanded).
+    strict: raise on the first malformed row instead of skipping it.
+  """
+  expander = make_expander(hierarchy, label_map) if expand else None
+  reports = {"boxes": readers.ReadReport(str(boxes_path))}
+  box_columns = read_boxes(boxes_path, label_map, expander, strict, reports["boxes"])
+  label_ids = label_classes = None
+  if image_labels_path is not None:
+    reports["image_labels"] = readers.ReadReport(str(image_labels_path))
+    label_ids, label_classes, _ = read_verified_labels(image_labels_path, label_map, expander,
+                                                       strict, reports["image_labels"])
+  return GroundTruth(*box_columns, label_ids, label_classes, label_map, expander is not None,
+                     reports)
+
+
+def expand_predictions(preds: predictions_lib.Predictions,
+                       expander: labels_lib.Expander) -> predictions_lib.Predictions:
+  """Copies each detection to every ancestor class (not part of the official protocol)."""
+  rows, classes = expander.predictions(preds.label)
+  expanded = preds.take(rows)
+  expanded.label = classes
+  return expanded
