@@ -152,3 +152,27 @@ def test_resize_backends_agree_on_a_real_photo_within_one_level(shared):
 def test_unknown_resize_backend_is_refused():
   with pytest.raises(ValueError, match="resize_backend"):
     detection_input.Parser(resize_backend="pil")
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_box_transform_equals_model_gardens_flip_denormalize_resize_chain(flip):
+  from official.vision.ops import box_ops  # pylint: disable=import-outside-toplevel
+  from official.vision.ops import preprocess_ops  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(int(flip))
+  corners = np.sort(rng.uniform(-0.1, 1.1, size=(50, 2, 2)), axis=1)  # some outside the image
+  boxes = tf.constant(np.concatenate([corners[:, 0], corners[:, 1]], axis=1), tf.float32)
+  image_size = tf.constant([480.0, 640.0])
+  size = detection_input.keep_aspect_size(image_size, 600, 1024)
+  expected = box_ops.horizontal_flip_boxes(boxes) if flip else boxes
+  expected = box_ops.denormalize_boxes(expected, image_size)
+  expected = preprocess_ops.resize_and_crop_boxes(expected, size / image_size, size, tf.zeros([2]))
+  got = detection_input.boxes_to_resized_pixels(boxes, size, tf.constant(flip))
+  np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def test_pad_rows_clips_and_pads_to_a_static_length():
+  padded = detection_input.pad_rows(tf.constant([[1, 2], [3, 4], [5, 6]]), 2, -1)
+  np.testing.assert_array_equal(padded, [[1, 2], [3, 4]])
+  padded = detection_input.pad_rows(tf.constant([7, 8]), 4, -1)
+  assert padded.shape == (4,)
+  np.testing.assert_array_equal(padded, [7, 8, -1, -1])
