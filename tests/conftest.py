@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Open Images files in ../shared/openimages, and a small sample dataset."""
+"""Shared fixture: the real Open Images files in ../shared/openimages (or $OI_SHARED)."""
 
 import os
 import pathlib
@@ -10,8 +10,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def shared_path(*parts: str) -> pathlib.Path:
   """Path to a real Open Images file; skips the calling test when it is absent."""
+  # Absolute, so paths stay valid from another working directory or as symlink targets.
   root = pathlib.Path(os.environ.get("OI_SHARED", REPO_ROOT.parent / "shared" / "openimages"))
-  path = root.joinpath(*parts)
+  path = root.resolve().joinpath(*parts)
   if not path.exists():
     pytest.skip(f"real Open Images file not available: {path}")
   return path

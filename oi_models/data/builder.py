@@ -629,6 +629,30 @@ def _subset(lm: labels_lib.LabelMap, mids: set[str] | None) -> tuple[list[str], 
   return keep, np.array([index.get(m, -1) for m in lm.mids], np.int32)
 
 
+def feature_spec(box_mids: Sequence[str] | None = None, image_mids: Sequence[str] | None = None,
+                 with_machine_labels: bool = False) -> tfds.features.FeaturesDict:
+  """The features of `open_images`; class names are set by the build when not given here."""
+  def labels():
+    return tfds.features.Sequence({"label": tfds.features.ClassLabel(names=image_mids),
+                                   "confidence": np.float32, "source": tfds.features.Text()})
+  features = {
+      "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+      "image/id": tfds.features.Text(),
+      "image/original_width": np.int32,
+      "image/original_height": np.int32,
+      "objects": tfds.features.Sequence({
+          "bbox": tfds.features.BBoxFeature(),
+          "label": tfds.features.ClassLabel(names=box_mids),
+          **{flag: np.int8 for flag in _FLAGS},
+          "source": tfds.features.Text(),
+      }),
+      "image_labels": labels(),
+  }
+  if with_machine_labels:
+    features["machine_labels"] = labels()
+  return tfds.features.FeaturesDict(features)
+
+
 def summarize_report(report: Mapping[str, Any]) -> str:
   """Printable lines of a build report: per split, what was written and every count of a loss."""
   lines = []
@@ -669,29 +693,11 @@ class OpenImages(tfds.core.GeneratorBasedBuilder):
     self._counts: dict[str, Counts] = {}
 
   def _info(self) -> tfds.core.DatasetInfo:
-    def labels():
-      return tfds.features.Sequence({"label": tfds.features.ClassLabel(),
-                                     "confidence": np.float32, "source": tfds.features.Text()})
-    features = {
-        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-        "image/id": tfds.features.Text(),
-        "image/original_width": np.int32,
-        "image/original_height": np.int32,
-        "objects": tfds.features.Sequence({
-            "bbox": tfds.features.BBoxFeature(),
-            "label": tfds.features.ClassLabel(),
-            **{flag: np.int8 for flag in _FLAGS},
-            "source": tfds.features.Text(),
-        }),
-        "image_labels": labels(),
-    }
-    if self.builder_config.with_machine_labels:
-      features["machine_labels"] = labels()
     return tfds.core.DatasetInfo(
         builder=self,
         description="Open Images bounding boxes and human-verified image-level labels, images "
                     "upright (Rotation applied). " + (self.builder_config.description or ""),
-        features=tfds.features.FeaturesDict(features),
+        features=feature_spec(with_machine_labels=self.builder_config.with_machine_labels),
         metadata=tfds.core.MetadataDict(),
         homepage="https://storage.googleapis.com/openimages/web/index.html",
         citation=_CITATION,

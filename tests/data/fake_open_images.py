@@ -1,4 +1,4 @@
-"""Tiny `open_images`-shaped examples for input-pipeline tests: the contract's FeaturesDict, made here.
+"""Tiny `open_images` examples for input-pipeline tests, in the builder's own feature spec.
 
 Examples are serialized exactly as TFDS writes them (`serialize_example(encode_example(...))`), so a list
 of them stands in for a random-access data source.
@@ -7,33 +7,15 @@ of them stands in for a random-access data source.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from oi_models.data import builder
+
 BOX_MIDS = ["/m/a", "/m/b", "/m/d"]
 IMAGE_MIDS = ["/m/a", "/m/c", "/m/b", "/m/d", "/m/e"]
 
 
 def features(machine_labels: bool = False) -> tfds.features.FeaturesDict:
-  labels = lambda: tfds.features.Sequence({
-      "label": tfds.features.ClassLabel(names=IMAGE_MIDS),
-      "confidence": np.float32,
-      "source": tfds.features.Text(),
-  })
-  spec = {
-      "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-      "image/id": tfds.features.Text(),
-      "image/original_width": np.int32,
-      "image/original_height": np.int32,
-      "objects": tfds.features.Sequence({
-          "bbox": tfds.features.BBoxFeature(),
-          "label": tfds.features.ClassLabel(names=BOX_MIDS),
-          "is_occluded": np.int8, "is_truncated": np.int8, "is_group_of": np.int8,
-          "is_depiction": np.int8, "is_inside": np.int8,
-          "source": tfds.features.Text(),
-      }),
-      "image_labels": labels(),
-  }
-  if machine_labels:
-    spec["machine_labels"] = labels()
-  return tfds.features.FeaturesDict(spec)
+  """The builder's own feature spec over the tiny class lists."""
+  return builder.feature_spec(BOX_MIDS, IMAGE_MIDS, with_machine_labels=machine_labels)
 
 
 def example(image_id, image, boxes=(), box_labels=(), group_of=None, image_labels=(),
