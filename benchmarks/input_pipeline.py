@@ -10,7 +10,8 @@ resize keep-aspect (600/1024), flip, pad to 1024x1024 and batch. Rows:
 - "detector, uint8, TF resize": the same with TF's resize kernel (a pure-graph parser).
 - "detector, float + RPN targets": Model Garden's Faster R-CNN task layout (normalized float image,
   anchors matched on the CPU), for comparison: anchor matching over 1024x1024 dominates it.
-Figures are images per second per core, medians over repeats; the ratio is against decode-only.
+Figures are images per second per core after an untimed warm-up of as many images (tf.data's
+autotuning settled, as in training), medians over repeats; the ratio is against decode-only.
 
 With `--sample_images > 0` it also builds the `open_images` dataset from a freshly made sample of that
 many images and reports the build's images per second per core.
@@ -74,11 +75,12 @@ def _options(cores):
   return options
 
 
-def _time(dataset, num_images):
+def _rate(iterator, num_elements: int, images_per_element: int) -> float:
+  """Images per second over the next `num_elements` elements of a running iterator."""
   start = time.perf_counter()
-  for _ in dataset:
-    pass
-  return num_images / (time.perf_counter() - start)
+  for _ in range(num_elements):
+    next(iterator)
+  return num_elements * images_per_element / (time.perf_counter() - start)
 
 
 def _decode_only(examples, cores):
@@ -137,12 +139,16 @@ def main(argv):
                                               rpn_targets=False, resize_backend="tensorflow"),
       "detector, float + RPN targets": _detector(examples, cores, batch),
   }
+  per_element = {name: 1 if name.startswith("decode") else batch for name in pipelines}
   rates = {name: [] for name in pipelines}
-  for name, ds in pipelines.items():  # Warm-up: tracing and thread start-up are not timed.
-    _time(ds.take(2), 2)
-  for _ in range(_REPEATS.value):  # Interleaved, so load from others hits both alike.
+  for _ in range(_REPEATS.value):  # Interleaved, so load from others hits all alike.
     for name, ds in pipelines.items():
-      rates[name].append(_time(ds, n) / cores)
+      # A fresh iterator, warmed up untimed so that tf.data's autotuning settles as in a long
+      # training run; deleted after its window so that no other pipeline runs in the background.
+      iterator = iter(ds.repeat())
+      _rate(iterator, n // per_element[name], per_element[name])
+      rates[name].append(_rate(iterator, n // per_element[name], per_element[name]) / cores)
+      del iterator
   base = statistics.median(rates["decode only (baseline)"])
   print(f"{len(files)} distinct JPEGs, {n} images per run, {_REPEATS.value} runs, {cores} cores")
   print(f"{'pipeline':<32}{'img/s/core (median)':>22}{'min':>8}{'max':>8}{'ratio':>8}")
