@@ -333,16 +333,18 @@ def make_example(spec: SplitSpec, image_id: str, data: bytes, rotation: float,
 # Plain (single-process) build.
 
 
+def _read_chunks(kind: str, path: str, spec: SplitSpec, report: readers.ReadReport):
+  """Streamed tables of a box or image-level label file, leniently read onto the release's MIDs."""
+  if kind == "boxes":
+    return readers.iter_boxes(path, label_map=_label_map(spec.box_mids), report=report)
+  return readers.iter_image_labels(path, label_map=_label_map(spec.image_mids), report=report)
+
+
 def _read_table(kind: str, path: str, spec: SplitSpec, counts):
   report = readers.ReadReport(path=str(path))
-  if kind == "boxes":
-    table = readers.read_boxes(path, label_map=_label_map(spec.box_mids), strict=False,
-                               report=report)
-  else:
-    table = readers.read_image_labels(path, label_map=_label_map(spec.image_mids), strict=False,
-                                      report=report)
+  chunks = list(_read_chunks(kind, path, spec, report))
   _add_read_report(counts, kind, report)
-  return readers.group_by_image(table)
+  return readers.group_by_image(type(chunks[0]).concat(chunks))
 
 
 def _read_listing(spec: SplitSpec, counts) -> tuple[np.ndarray, np.ndarray] | None:
@@ -469,12 +471,7 @@ def _beam_read_rows(path: str, kind: str, spec: SplitSpec):
   """(ImageID, (first row, rows)) per image and chunk of a CSV, streamed; reader counts as counters."""
   counts = _BeamCounts(spec.split)
   report = readers.ReadReport(path=str(path))
-  if kind == "boxes":
-    chunks = readers.iter_boxes(path, label_map=_label_map(spec.box_mids), strict=False,
-                                report=report)
-  else:
-    chunks = readers.iter_image_labels(path, label_map=_label_map(spec.image_mids), strict=False,
-                                       report=report)
+  chunks = _read_chunks(kind, path, spec, report)
   row0 = 0
   for chunk in chunks:
     group = readers.group_by_image(chunk)
