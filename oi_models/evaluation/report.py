@@ -56,23 +56,21 @@ def classification_table(result, label_map: labels_lib.LabelMap) -> list[dict]:
           for c, (mid, name) in enumerate(zip(label_map.mids, label_map.names))]
 
 
+# Mode flags and how describe_mode words them when true / false.
+_MODE_WORDS = (
+    ("image_level_labels", "with image-level labels", "without image-level labels"),
+    ("unknown_as_negative", "unknown labels as negatives", "verified labels only"),
+    ("expand_ground_truth", "ground truth expanded", "ground truth not expanded"),
+    ("expand_predictions", "predictions expanded", "predictions not expanded"),
+)
+
+
 def describe_mode(mode: dict) -> str:
   """A one-line account of the mode, e.g. 'detection, challenge protocol, with image-level labels'."""
   parts = [mode.get("task", "detection")]
   if "protocol" in mode:
     parts.append(f"{mode['protocol']} protocol")
-  if "image_level_labels" in mode:
-    parts.append("with image-level labels" if mode["image_level_labels"]
-                 else "without image-level labels")
-  if "unknown_as_negative" in mode:
-    parts.append("unknown labels as negatives" if mode["unknown_as_negative"]
-                 else "verified labels only")
-  if "expand_ground_truth" in mode:
-    parts.append("ground truth expanded" if mode["expand_ground_truth"]
-                 else "ground truth not expanded")
-  if "expand_predictions" in mode:
-    parts.append("predictions expanded" if mode["expand_predictions"]
-                 else "predictions not expanded")
+  parts += [(yes if mode[key] else no) for key, yes, no in _MODE_WORDS if key in mode]
   return ", ".join(parts)
 
 
