@@ -27,6 +27,7 @@ EXTRAS_REQUIRE = {
         "pytest-xdist>=3.5,<4",
         "scikit-learn>=1.4,<2",
         "pandas>=2,<4",
+        "dill>=0.3.8,<1",  # tfds.testing imports it; TFDS does not install it
         BEAM,  # The Beam build is tested against the plain one.
     ],
     "beam": [BEAM],  # Full-scale TFDS builds on Dataflow, Spark or Flink.
