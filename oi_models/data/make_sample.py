@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from oi_models import labels
+from oi_models.data import readers
 from oi_models.data import sample_shapes as shapes
 
 SPLITS = ("train", "validation", "test")
@@ -64,13 +65,12 @@ METADATA_FILES = {"train": "train-images-boxable-with-rotation.csv",
                   "validation": "validation-images-with-rotation.csv",
                   "test": "test-images-with-rotation.csv"}
 
+# Official column orders, shared with the readers (one definition for writing and reading).
 BOX_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax",
-               "IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside")
-CLICK_COLUMNS = tuple(f"XClick{i}X" for i in range(1, 5)) + tuple(f"XClick{i}Y" for i in range(1, 5))
+               *readers.FLAG_COLUMNS)
+CLICK_COLUMNS = readers.CLICK_COLUMNS
 LABEL_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence")
-METADATA_COLUMNS = ("ImageID", "Subset", "OriginalURL", "OriginalLandingURL", "License",
-                    "AuthorProfileURL", "Author", "Title", "OriginalSize", "OriginalMD5",
-                    "Thumbnail300KURL", "Rotation")
+METADATA_COLUMNS = readers.METADATA_COLUMNS
 
 # Author names and titles exercise CSV quoting (commas, quotes) and UTF-8.
 _AUTHORS = ("Sample Author", "O'Brien, Kate", "Jürgen Müller", 'Ann "Shapes" Lee', "李 明")
