@@ -81,6 +81,14 @@ def _require(**values) -> None:
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    return _evaluate()
+  except (OSError, ValueError) as error:  # AnnotationError and LabelFileError are ValueErrors.
+    # A missing file or a bad row (file:line: field: ...) is the user's to fix: say it in one line.
+    sys.exit(f"oi-evaluate: {error}")
+
+
+def _evaluate() -> int:
   if _TASK.value == "detection":
     _require(boxes=_BOXES.value, class_list=_CLASS_LIST.value, predictions=_PREDICTIONS.value)
     result = evaluation.evaluate_files(

@@ -116,6 +116,16 @@ def test_strict_reports_bad_row(sample, tmp_path):
   assert "skipped 1: unknown MID" in lenient.stdout
 
 
+@pytest.mark.parametrize("flag", ["boxes", "predictions"])
+def test_missing_file_is_one_line_not_a_traceback(sample, tmp_path, flag):
+  files = {"boxes": sample["boxes"], "predictions": sample["perfect_csv"], flag: tmp_path / "absent.csv"}
+  done = _run(f"--boxes={files['boxes']}", f"--class_list={sample['class_list']}",
+              f"--predictions={files['predictions']}", expect_ok=False)
+  assert done.returncode == 1
+  assert f"oi-evaluate: [Errno 2] No such file or directory: '{tmp_path / 'absent.csv'}'" in done.stderr
+  assert "Traceback" not in done.stderr
+
+
 def test_classification_task(sample, tmp_path):
   done = _run("--task=classification", f"--image_labels={sample['image_labels']}",
               f"--class_list={sample['class_list']}", f"--hierarchy={sample['hierarchy']}",
