@@ -12,6 +12,7 @@ that skipped images and rows are seen, not discovered later.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 from absl import app
@@ -64,8 +65,13 @@ def main(argv):
   ds_builder = builder.OpenImages(config=config, data_dir=FLAGS.data_dir,
                                   file_format=FLAGS.file_format)
   start = time.perf_counter()
-  ds_builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=FLAGS.manual_dir, download_mode=mode, **beam_kwargs))
+  try:
+    ds_builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=FLAGS.manual_dir, download_mode=mode, **beam_kwargs))
+  except (FileNotFoundError, AssertionError) as error:
+    # A required file is absent (ours), or manual_dir is empty (TFDS asserts): both messages list
+    # the files needed.
+    sys.exit(f"oi-build-dataset: {error}")
   seconds = time.perf_counter() - start
   report = json.loads((ds_builder.data_path / builder.REPORT_FILE).read_text())
   written = sum(entry["counts"].get("images/written", 0) for entry in report.values())

@@ -53,3 +53,20 @@ def test_tfds_build_command_finds_and_builds_open_images(sample, tmp_path):
   info = json.loads((tmp_path / "open_images" / "v6_300k_n2" / "1.0.0" / "dataset_info.json").read_text())
   assert {s["name"]: int(s["shardLengths"][0]) for s in info["splits"]} == {
       "train": 2, "validation": 2, "test": 2}
+
+
+@pytest.mark.parametrize("content, message", [
+    ({}, "does not exist or is empty"),
+    ({"notes.txt": "not Open Images"}, "boxable class list: none of class-descriptions-boxable.csv"),
+])
+def test_missing_files_are_named_without_a_traceback(tmp_path, content, message):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  for name, text in content.items():
+    (manual / name).write_text(text)
+  done = _run(f"--manual_dir={manual}", f"--data_dir={tmp_path / 'data'}", "--config=v6_300k")
+  assert done.returncode == 1
+  assert "oi-build-dataset: " in done.stderr and message in done.stderr
+  if not content:  # TFDS's message carries the builder's instructions, which name the files.
+    assert "oidv6-train-annotations-bbox.csv" in done.stderr
+  assert "Traceback" not in done.stderr
