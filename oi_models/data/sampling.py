@@ -85,7 +85,6 @@ class Sampler:
     self.worker_index = worker_index
     # Every worker gets the same number of examples per epoch (synchronous training needs it).
     self.epoch_size = -(-global_epoch_size // num_workers)
-    self._global_size = global_epoch_size
 
   def __len__(self) -> int:
     """Examples per epoch for this worker."""
