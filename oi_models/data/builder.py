@@ -274,7 +274,7 @@ def count_absent_rows(counts, ann: Mapping[str, dict | None], image_id: str) -> 
 
 def _select(kind: str, rows: dict[str, np.ndarray] | None, remap: np.ndarray,
             counts) -> dict[str, np.ndarray]:
-  """Rows of selected classes with dataset label indices; boxes clipped to [0, 1]."""
+  """Rows of selected classes, with dataset label indices."""
   if rows is None:
     rows = {"label": np.zeros(0, np.int32), "source": np.zeros(0, object)}
     if kind == "boxes":
@@ -284,14 +284,8 @@ def _select(kind: str, rows: dict[str, np.ndarray] | None, remap: np.ndarray,
   label = remap[rows["label"]]
   keep = label >= 0
   counts.add(f"{kind}/dropped/class_not_selected", int(np.sum(~keep)))
-  if kind == "boxes":
-    bbox = rows["bbox"]
-    inverted = (bbox[:, 0] > bbox[:, 2]) | (bbox[:, 1] > bbox[:, 3]) | ~np.isfinite(bbox).all(1)
-    counts.add("boxes/dropped/inverted_box", int(np.sum(inverted & keep)))
-    keep &= ~inverted
-    clipped = np.clip(bbox, 0.0, 1.0)
-    counts.add("boxes/clipped_to_image", int(np.sum(np.any(clipped != bbox, axis=1) & keep)))
-    rows = dict(rows, bbox=clipped)
+  # Boxes need no checks here: the readers already skip inverted and non-finite ones and clip the
+  # coordinates into [0, 1] (readers._check_coordinate, readers._build_boxes).
   out = {k: v[keep] for k, v in rows.items()}
   out["label"] = label[keep].astype(np.int64)
   counts.add(f"{kind}/written", int(np.sum(keep)))
@@ -309,9 +303,8 @@ def make_example(spec: SplitSpec, image_id: str, data: bytes, rotation: float,
     return None
   for action in image.actions:
     counts.add(f"images/changed/{action}")
-  degrees = builder_images.normalize_rotation(rotation)
   boxes = _select("boxes", ann.get("boxes"), spec.box_remap, counts)
-  bbox = builder_images.rotate_boxes(boxes["bbox"], degrees)
+  bbox = builder_images.rotate_boxes(boxes["bbox"], image.rotation)
   example = {
       "image": image.jpeg,
       "image/id": image_id,

@@ -56,6 +56,7 @@ class ProcessedImage:
   original_width: int  # Of the photo as given, upright (rotation applied), before resizing.
   original_height: int
   actions: tuple[str, ...]
+  rotation: int = 0  # Degrees (0, 90, 180 or 270) the image was turned by (normalize_rotation).
 
 
 def target_size(width: int, height: int, policy: str) -> tuple[int, int] | None:
@@ -174,7 +175,7 @@ def process_image(data: bytes, rotation: float = 0.0, policy: str = "original",
   except Exception as e:  # pylint: disable=broad-except
     raise _bad(e) from None
   return ProcessedImage(buffer.getvalue(), image.size[0], image.size[1], upright[0], upright[1],
-                        tuple(actions))
+                        tuple(actions), degrees)
 
 
 def image_id_of(name: str) -> str | None:

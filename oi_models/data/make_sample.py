@@ -49,21 +49,19 @@ from PIL import Image
 
 from oi_models import labels
 from oi_models.data import readers
+from oi_models.data import releases
 from oi_models.data import sample_shapes as shapes
 
-SPLITS = ("train", "validation", "test")
-CLASS_LIST = "class-descriptions-boxable.csv"
-CLASS_DESCRIPTIONS = "oidv6-class-descriptions.csv"
-HIERARCHY = "bbox_labels_600_hierarchy.json"
-BOX_FILES = {"train": "oidv6-train-annotations-bbox.csv",
-             "validation": "validation-annotations-bbox.csv",
-             "test": "test-annotations-bbox.csv"}
-LABEL_FILES = {"train": "oidv6-train-annotations-human-imagelabels.csv",
-               "validation": "validation-annotations-human-imagelabels.csv",
-               "test": "test-annotations-human-imagelabels.csv"}
-METADATA_FILES = {"train": "train-images-boxable-with-rotation.csv",
-                  "validation": "validation-images-with-rotation.csv",
-                  "test": "test-images-with-rotation.csv"}
+SPLITS = releases.SPLITS
+# The official V6 names: the first candidate of each role in releases.RELEASES["v6"], so the sample
+# and the builder's lookup cannot drift apart.
+_V6 = releases.RELEASES["v6"]
+CLASS_LIST = _V6.boxable_classes[0]
+CLASS_DESCRIPTIONS = _V6.image_level_classes[0]
+HIERARCHY = _V6.hierarchy[0]
+BOX_FILES = {split: _V6.splits[split].boxes[0] for split in SPLITS}
+LABEL_FILES = {split: _V6.splits[split].human_labels[0] for split in SPLITS}
+METADATA_FILES = {split: _V6.splits[split].metadata[0] for split in SPLITS}
 
 # Official column orders, shared with the readers (one definition for writing and reading).
 BOX_COLUMNS = ("ImageID", "Source", "LabelName", "Confidence", "XMin", "XMax", "YMin", "YMax",

@@ -73,10 +73,9 @@ class Release:
     return "\n".join(lines)
 
 
-def _split_files(split: str, boxes: Sequence[str], human: Sequence[str], machine: Sequence[str],
-                 metadata: Sequence[str] | None = None) -> SplitFiles:
-  return SplitFiles(tuple(boxes), tuple(human), tuple(machine),
-                    tuple(metadata if metadata is not None else _ROTATION_FILES[split]))
+def _split_files(split: str, boxes: Sequence[str], human: Sequence[str],
+                 machine: Sequence[str]) -> SplitFiles:
+  return SplitFiles(tuple(boxes), tuple(human), tuple(machine), _ROTATION_FILES[split])
 
 
 def _v4_v5_split(split: str) -> SplitFiles:

@@ -22,8 +22,10 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
+from oi_models import labels
+
 # Sample MIDs use the `/m/0smp` prefix, which no real Open Images class has.
-ROOT_MID = "/m/0bl9f"  # "Entity", the real root, as in the official hierarchy.
+ROOT_MID = labels.ROOT_MID  # "Entity", the real root, as in the official hierarchy.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Tests of the `oi-build-dataset` CLI (run as a subprocess, as a user would)."""
 
+import csv
 import json
 import pathlib
 import subprocess
@@ -20,6 +21,11 @@ def _run(*args):
                         text=True, timeout=600)
 
 
+def _csv_rows(path):
+  with open(path, encoding="utf-8", newline="") as f:
+    return list(csv.DictReader(f))
+
+
 def test_builds_with_options_and_prints_the_report(sample, tmp_path):
   boxable = make_sample.labels.LabelMap.from_csv(sample.class_list)
   done = _run(f"--manual_dir={sample.root}", f"--data_dir={tmp_path}", "--config=v6_300k",
@@ -35,6 +41,44 @@ def test_builds_with_options_and_prints_the_report(sample, tmp_path):
   assert "images/dropped/no_selected_class" in done.stdout or \
       "images/dropped/over_max_images" in done.stdout
   assert f"{written} images in" in done.stdout
+  # Exactly which images qualify, from the CSV files: a box of a selected class, or a positive
+  # human-verified label of one; the 3 smallest ImageIDs of those are written.
+  selected = {boxable.mids[0], boxable.mids[1]}
+  assert set(report) == set(make_sample.SPLITS)
+  expected_total = 0
+  for split in make_sample.SPLITS:
+    qualifying = {r["ImageID"] for r in _csv_rows(sample.boxes[split]) if r["LabelName"] in selected}
+    qualifying |= {r["ImageID"] for r in _csv_rows(sample.image_labels[split])
+                   if r["LabelName"] in selected and float(r["Confidence"]) >= 0.5}
+    images = len(_csv_rows(sample.metadata[split]))
+    assert images == sample.counts[split].images
+    assert qualifying <= {r["ImageID"] for r in _csv_rows(sample.metadata[split])}
+    counts = report[split]["counts"]
+    expected_written = min(3, len(qualifying))
+    expected_total += expected_written
+    assert counts["images/listed"] == images, split
+    assert counts.get("images/written", 0) == expected_written, split
+    assert counts.get("images/dropped/no_selected_class", 0) == images - len(qualifying), split
+    assert counts.get("images/dropped/over_max_images", 0) == len(qualifying) - expected_written, \
+        split
+    assert {name for name in counts if name.startswith("images/dropped/")} <= {
+        "images/dropped/no_selected_class", "images/dropped/over_max_images"}, split
+    kept = set(sorted(qualifying)[:3])
+    for kind, path in (("boxes", sample.boxes[split]), ("image_labels", sample.image_labels[split])):
+      rows = _csv_rows(path)
+      on_kept = [r for r in rows if r["ImageID"] in kept]
+      assert counts.get(f"{kind}/written", 0) == sum(r["LabelName"] in selected for r in on_kept)
+      assert counts.get(f"{kind}/dropped/class_not_selected", 0) == sum(
+          r["LabelName"] not in selected for r in on_kept), (split, kind)
+      assert counts.get(f"{kind}/dropped/image_dropped", 0) == len(rows) - len(on_kept), (split, kind)
+      assert {name for name in counts if name.startswith(f"{kind}/dropped/")} <= {
+          f"{kind}/dropped/class_not_selected", f"{kind}/dropped/image_dropped"}, (split, kind)
+    assert counts.get("split_not_built_no_examples", 0) == (expected_written == 0), split
+    assert f"{split}: {expected_written} of {images} listed images written" in done.stdout
+    for name, n in counts.items():
+      if "/dropped/" in name:
+        assert f"  {name}: {n}" in done.stdout
+  assert written == expected_total
 
 
 def test_unknown_config_is_a_usage_error(sample, tmp_path):

@@ -461,3 +461,41 @@ def test_beam_build_equals_the_plain_build(case, bad_build, bad_download, sample
       tf.nest.map_structure(np.testing.assert_array_equal, got[split][image_id], ex)
     assert beam_builder.info.metadata["build_report"][split]["counts"] == \
         plain_builder.info.metadata["build_report"][split]["counts"]
+
+
+@pytest.fixture(scope="module")
+def large_sample(tmp_path_factory):
+  """A tiny sample whose images exceed both resize policies (long side 1300, >= 1.2 Mpixels)."""
+  return make_sample.make_sample(tmp_path_factory.mktemp("large_sample"), num_images=4,
+                                 image_size=1300, splits=(2, 1, 1))
+
+
+@pytest.mark.parametrize("policy", ["max1024", "300k"])
+def test_large_images_are_resized_by_the_policy(policy, large_sample, tmp_path):
+  ds_builder = _prepare(large_sample.root, tmp_path, f"v6_{policy}")
+  resized = 0
+  for split in make_sample.SPLITS:
+    examples = _examples(ds_builder, split)
+    assert set(examples) == {r["ImageID"] for r in _rows(large_sample.metadata[split])}
+    boxes = {}
+    for row in _rows(large_sample.boxes[split]):
+      boxes.setdefault(row["ImageID"], []).append(row)
+    for image_id, ex in examples.items():
+      source = Image.open(large_sample.image_dirs[split] / f"{image_id}.jpg")
+      assert max(source.size) == 1300 and source.size[0] * source.size[1] > builder_images.MAX_PIXELS
+      image = Image.open(io.BytesIO(ex["image"]))
+      assert (image.format, image.mode) == ("JPEG", "RGB")
+      assert image.size == builder_images.target_size(*source.size, policy)
+      if policy == "max1024":
+        assert max(image.size) == builder_images.MAX_LONG_SIDE == 1024
+      else:
+        assert image.size[0] * image.size[1] <= builder_images.MAX_PIXELS == 300_000
+      assert (ex["image/original_width"], ex["image/original_height"]) == source.size
+      rows = boxes.get(image_id, [])
+      np.testing.assert_allclose(  # Normalized boxes do not change with the image size.
+          ex["objects"]["bbox"], np.array([[float(r[k]) for k in ("YMin", "XMin", "YMax", "XMax")]
+                                           for r in rows], np.float32).reshape(-1, 4), atol=1e-6)
+    counts = ds_builder.info.metadata["build_report"][split]["counts"]
+    assert counts["images/changed/resized"] == counts["images/written"] == len(examples)
+    resized += counts["images/changed/resized"]
+  assert resized == large_sample.num_images == 4

@@ -77,6 +77,19 @@ def test_layout_and_file_names(sample):
       "validation-annotations-human-imagelabels.csv", "test-annotations-human-imagelabels.csv",
       "train-images-boxable-with-rotation.csv", "validation-images-with-rotation.csv",
       "test-images-with-rotation.csv", "train", "validation", "test"}
+  # The module's names (derived from releases.RELEASES["v6"]) are the official V6 ones.
+  assert (ms.CLASS_LIST, ms.CLASS_DESCRIPTIONS, ms.HIERARCHY) == (
+      "class-descriptions-boxable.csv", "oidv6-class-descriptions.csv",
+      "bbox_labels_600_hierarchy.json")
+  assert ms.BOX_FILES == {"train": "oidv6-train-annotations-bbox.csv",
+                          "validation": "validation-annotations-bbox.csv",
+                          "test": "test-annotations-bbox.csv"}
+  assert ms.LABEL_FILES == {"train": "oidv6-train-annotations-human-imagelabels.csv",
+                            "validation": "validation-annotations-human-imagelabels.csv",
+                            "test": "test-annotations-human-imagelabels.csv"}
+  assert ms.METADATA_FILES == {"train": "train-images-boxable-with-rotation.csv",
+                               "validation": "validation-images-with-rotation.csv",
+                               "test": "test-images-with-rotation.csv"}
   for path in sample.root.glob("*.csv"):
     assert b"\r" not in path.read_bytes(), path
 
