@@ -1,11 +1,13 @@
 """`make demo`: the main job of the package, end to end, on the embedded sample dataset.
 
 Each step calls the same library code a user runs on a real download; the demo only wires them
-together and writes what it did to `<out_dir>/report.md`.
+together and writes what it did to `<out_dir>/report.md`. Every run regenerates the sample and the TFDS
+build in `out_dir` (both take seconds), so `--num_images` and `--seed` always take effect.
 """
 
 import json
 import pathlib
+import shutil
 import time
 
 from absl import app
@@ -39,8 +41,8 @@ class _Report:
 def _sample(out_dir: pathlib.Path, report: _Report) -> pathlib.Path:
   start = time.perf_counter()
   root = out_dir / "sample"
-  if not (root / make_sample.HIERARCHY).exists():
-    make_sample.make_sample(root, num_images=_NUM_IMAGES.value, seed=_SEED.value, overwrite=True)
+  shutil.rmtree(root, ignore_errors=True)  # A previous run's sample may have other flags.
+  make_sample.make_sample(root, num_images=_NUM_IMAGES.value, seed=_SEED.value, overwrite=True)
   report.add("Sample dataset (official V6 layout)", make_sample.summarize(root),
              time.perf_counter() - start)
   return root
@@ -51,7 +53,9 @@ def _build(sample_root: pathlib.Path, out_dir: pathlib.Path, report: _Report):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from oi_models.data import builder  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
-  ds_builder = builder.OpenImages(config=_CONFIG, data_dir=str(out_dir / "tfds"),
+  data_dir = out_dir / "tfds"
+  shutil.rmtree(data_dir, ignore_errors=True)  # TFDS would reuse a build of a previous run's sample.
+  ds_builder = builder.OpenImages(config=_CONFIG, data_dir=str(data_dir),
                                   file_format="array_record")
   ds_builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(sample_root)))

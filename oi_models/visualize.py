@@ -1,9 +1,15 @@
 """Pictures of images with boxes: ground truth, input-pipeline output and detections.
 
 One drawing routine for everything the package shows (the demo's input preview, the inference scripts'
-pictures), so a box looks the same wherever it comes from: one colour per class, the display name and
-the score on a filled tag above the box, group-of boxes dashed. Pillow only, so it runs where
-matplotlib is not installed.
+pictures), so a box looks the same wherever it comes from (ground truth, the parser's output,
+detections): one colour per class, the display name and the score on a filled tag above the box,
+group-of boxes dashed, so the boxes Open Images marks as groups stand out from single objects.
+
+Model Garden's `official/vision/utils/object_detection/visualization_utils.py` is not used: it has
+no way to style group-of (`is_crowd`) boxes; it draws ground truth (no scores) in one fixed colour
+and without class names, and detections only above `min_score_thresh` and up to
+`max_boxes_to_draw`; it takes a `category_index` dict of dicts rather than a list of names. Drawing
+with Pillow directly is a few lines.
 """
 
 from __future__ import annotations

@@ -62,15 +62,6 @@ def boxes_to_resized_pixels(boxes: tf.Tensor, size: tf.Tensor, flip: tf.Tensor) 
   return tf.clip_by_value(tf.where(flip, mirrored, boxes) * extent, 0.0, extent)
 
 
-def pad_rows(tensor: tf.Tensor, length: int, value) -> tf.Tensor:
-  """The first `length` rows of `tensor`, padded with `value` to exactly `length` (static)."""
-  tensor = tensor[:length]
-  pad = [[0, length - tf.shape(tensor)[0]]] + [[0, 0]] * (tensor.shape.rank - 1)
-  padded = tf.pad(tensor, pad, constant_values=tf.cast(value, tensor.dtype))
-  padded.set_shape([length] + tensor.shape[1:].as_list())
-  return padded
-
-
 def _opencv_resize(image: np.ndarray, size: np.ndarray, flip: np.ndarray,
                    padded_size: np.ndarray) -> np.ndarray:
   """Bilinear resize (half-pixel centres, as TF's) of a uint8 image, mirrored when `flip`, placed
@@ -237,12 +228,12 @@ class Parser(parser.Parser):
     flip = (tf.random.uniform([]) > 0.5) if self._aug_rand_hflip else tf.constant(False)
     image, image_info = self._resize(data["image"], flip)
     boxes = boxes_to_resized_pixels(boxes, image_info[1], flip)
-    keep = tf.where((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[:, 0]
+    keep = box_ops.get_non_empty_box_indices(boxes)
     boxes, classes = tf.gather(boxes, keep), tf.gather(classes, keep)
     labels = {
         "image_info": image_info,
-        "gt_boxes": pad_rows(boxes, self._max_num_instances, -1),
-        "gt_classes": pad_rows(classes, self._max_num_instances, -1),
+        "gt_boxes": preprocess_ops.clip_or_pad_to_fixed_size(boxes, self._max_num_instances, -1),
+        "gt_classes": preprocess_ops.clip_or_pad_to_fixed_size(classes, self._max_num_instances, -1),
     }
     if self._rpn_targets:
       labels["anchor_boxes"] = self._anchor_generator(image_size=self._padded_size)

@@ -140,11 +140,15 @@ def load(builder: tfds.core.DatasetBuilder, split: str, *, order: str = "sequent
   Args:
     builder: a prepared `open_images` builder.
     split: TFDS split name.
-    order: "sequential" (each worker reads every num_workers-th example once), "shuffle" (a new
-      permutation each epoch) or "class_aware" (`sampling.ClassAwareSampler`, needs ArrayRecord).
+    order: "sequential" (one pass), "shuffle" (a new permutation each epoch) or "class_aware"
+      (`sampling.ClassAwareSampler`, needs ArrayRecord).
     seed: sampler seed; the stream is a function of (seed, epoch).
-    num_workers, worker_index: this input pipeline's share (disjoint slices of one global stream).
-    start_epoch: the first epoch, to resume a stream.
+    num_workers, worker_index: this input pipeline's share. ArrayRecord: disjoint slices of one
+      global stream (in sequential order, every num_workers-th example from worker_index). TFRecord:
+      whole files, through TFDS's `tf.distribute.InputContext` sharding; TFDS refuses a split with
+      fewer files than num_workers.
+    start_epoch: the first epoch, to resume a stream (ArrayRecord shuffle and class-aware orders;
+      sequential order ignores it). A TFRecord stream cannot resume: nonzero is a ValueError.
     image_classes_of_split: per-example classes for class-aware order; read from the split's box labels
       (one pass) when None.
     shuffle_buffer: for "shuffle" on a TFRecord build only.
@@ -162,6 +166,9 @@ def load(builder: tfds.core.DatasetBuilder, split: str, *, order: str = "sequent
     if order == "class_aware":
       raise ValueError(f"class-aware order needs random access; {builder.name} was built as "
                        f"{builder.info.file_format}: rebuild with file_format='array_record'")
+    if start_epoch:
+      raise ValueError(f"a TFRecord stream cannot resume (start_epoch={start_epoch}); rebuild "
+                       "with file_format='array_record' for resumable orders")
     read_config = tfds.ReadConfig(
         shuffle_seed=seed, input_context=tf.distribute.InputContext(num_workers, worker_index))
     dataset = builder.as_dataset(split, shuffle_files=order == "shuffle", read_config=read_config,

@@ -170,9 +170,19 @@ def test_box_transform_equals_model_gardens_flip_denormalize_resize_chain(flip):
   np.testing.assert_allclose(got, expected, atol=1e-3)
 
 
-def test_pad_rows_clips_and_pads_to_a_static_length():
-  padded = detection_input.pad_rows(tf.constant([[1, 2], [3, 4], [5, 6]]), 2, -1)
-  np.testing.assert_array_equal(padded, [[1, 2], [3, 4]])
-  padded = detection_input.pad_rows(tf.constant([7, 8]), 4, -1)
-  assert padded.shape == (4,)
-  np.testing.assert_array_equal(padded, [7, 8, -1, -1])
+
+def test_train_parse_drops_boxes_empty_after_clipping_and_clips_to_max_instances():
+  # The third box lies right of the image (empty once clipped); four kept boxes exceed max 3.
+  boxes = [BOX, (0.0, 0.0, 1.0, 1.0), (0.2, 1.0, 0.4, 1.0), (0.1, 0.1, 0.2, 0.2), (0.5, 0.5, 0.6, 0.6)]
+  decoded = _decoded(64, 128, boxes=boxes, box_labels=[1, 0, 2, 0, 1])
+  parser = detection_input.Parser(short_side=30, long_side=50, min_level=3, max_level=3,
+                                  aug_rand_hflip=False, max_num_instances=3, rpn_targets=False)
+  _, labels = parser.parse_fn(is_training=True)(decoded)
+  assert labels["gt_boxes"].shape == (3, 4) and labels["gt_classes"].shape == (3,)
+  np.testing.assert_array_equal(labels["gt_classes"], [2, 1, 1])  # Box classes + 1, third one dropped.
+  np.testing.assert_allclose(labels["gt_boxes"][1], [0, 0, 64 * 50 / 128, 50], atol=1e-4)
+  _, labels = detection_input.Parser(short_side=30, long_side=50, min_level=3, max_level=3,
+                                     aug_rand_hflip=False, max_num_instances=6, rpn_targets=False
+                                     ).parse_fn(is_training=True)(decoded)
+  np.testing.assert_array_equal(labels["gt_classes"], [2, 1, 1, 2, -1, -1])
+  np.testing.assert_array_equal(labels["gt_boxes"][4:], -1)

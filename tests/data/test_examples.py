@@ -80,3 +80,71 @@ def test_parse_and_batch_is_static_and_ordered_when_deterministic():
                                 deterministic=True)
   assert ds.element_spec.shape == (4,)
   assert [b.tolist() for b in ds.as_numpy_iterator()] == [[0, 2, 4, 6], [8, 10, 12, 14]]
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+  """The real builder on a 12-image sample (train 8), as ArrayRecord and as TFRecord."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from oi_models.data import builder  # pylint: disable=import-outside-toplevel
+  from oi_models.data import make_sample  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("examples_load")
+  make_sample.make_sample(root / "sample", num_images=12, splits=(8, 2, 2))
+  built = {}
+  for file_format in ("array_record", "tfrecord"):
+    ds_builder = builder.OpenImages(config="v6_original", data_dir=str(root / file_format),
+                                    file_format=file_format)
+    ds_builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(root / "sample")))
+    built[file_format] = ds_builder
+  return built
+
+
+def _ids(dataset, count=None):
+  dataset = dataset if count is None else dataset.take(count)
+  return [ex["image/id"].decode() for ex in dataset.as_numpy_iterator()]
+
+
+def test_load_sequential_workers_read_disjoint_shares_of_the_whole_split(builds):
+  ds_builder = builds["array_record"]
+  everything = _ids(examples.load(ds_builder, "train"))
+  assert len(everything) == 8 == len(set(everything))
+  shares = [_ids(examples.load(ds_builder, "train", num_workers=2, worker_index=w, deterministic=True))
+            for w in range(2)]
+  assert shares == [everything[0::2], everything[1::2]]
+  assert not set(shares[0]) & set(shares[1]) and set(shares[0]) | set(shares[1]) == set(everything)
+
+
+def test_load_class_aware_reads_the_sampler_order_and_resumes(builds):
+  ds_builder = builds["array_record"]
+  id_of_index = _ids(examples.load(ds_builder, "train"))
+  source = examples.open_data_source(ds_builder, "train")
+  classes = examples.image_classes(source)
+
+  def stream(seed, start_epoch=0, epochs=2):
+    return _ids(examples.load(ds_builder, "train", order="class_aware", seed=seed, num_workers=2,
+                              worker_index=1, start_epoch=start_epoch, deterministic=True,
+                              fetch_size=3), 4 * epochs)
+
+  sampler = sampling.ClassAwareSampler(classes, seed=7, num_workers=2, worker_index=1)
+  assert len(sampler) == 4
+  expected = [id_of_index[i] for i in np.concatenate([sampler.epoch(0), sampler.epoch(1)])]
+  got = stream(7)
+  assert got == expected
+  assert stream(7, start_epoch=1, epochs=1) == expected[4:]  # Resumes where epoch 1 starts.
+  assert stream(8) != got
+  # Passing the classes gives the same stream as reading them from the split.
+  given = examples.load(ds_builder, "train", order="class_aware", seed=7, num_workers=2, worker_index=1,
+                        image_classes_of_split=classes, deterministic=True)
+  assert _ids(given, 8) == expected
+
+
+def test_load_refuses_what_a_tfrecord_build_cannot_do(builds):
+  ds_builder = builds["tfrecord"]
+  assert len(_ids(examples.load(ds_builder, "train"))) == 8
+  with pytest.raises(ValueError, match="array_record"):
+    examples.load(ds_builder, "train", order="class_aware")
+  with pytest.raises(ValueError, match="cannot resume"):
+    examples.load(ds_builder, "train", order="shuffle", start_epoch=1)
+  with pytest.raises(ValueError, match="order must be one of"):
+    examples.load(ds_builder, "train", order="random")
