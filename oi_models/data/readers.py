@@ -602,10 +602,12 @@ def _check_fraction(batch: dict, name: str, checks: _Checks, default: float) -> 
 
 
 def _check_coordinate(batch: dict, name: str, checks: _Checks, allow_unknown: bool,
-                      dtype=np.float32) -> np.ndarray:
+                      dtype=np.float32, validate: bool = True) -> np.ndarray:
   """A normalized coordinate: clipped within COORD_TOLERANCE of [0, 1], else the row is skipped.
 
-  With `allow_unknown` (XClick points) -1 and empty (NaN) are kept as unknown.
+  With `allow_unknown` (XClick points) -1 and empty (NaN) are kept as unknown. With `validate`
+  False the parsed value is kept as is (no clipping, no range check); text that is not a number and
+  empty required values are still bad rows.
   """
   column = batch[name]
   values, empty, bad = _floats(column, dtype)
@@ -613,6 +615,8 @@ def _check_coordinate(batch: dict, name: str, checks: _Checks, allow_unknown: bo
   checks.add(f"bad {what}", name, bad, _describe(column, "is not a number"))
   if not allow_unknown:
     checks.add(f"missing {what}", name, empty, lambda row: "empty")
+  if not validate:
+    return values
   with np.errstate(invalid="ignore"):
     low, high = values < 0, values > 1
     if allow_unknown:
@@ -667,13 +671,16 @@ def _build_boxes(batch: dict, checks: _Checks, context: dict) -> BoxTable:
   keys = _check_image_ids(batch, checks)
   codes = _check_mids(batch, context["mids"], checks)
   confidence = _check_fraction(batch, "Confidence", checks, 1.0)
-  xmin, xmax, ymin, ymax = (_check_coordinate(batch, name, checks, False, context["coordinate_dtype"])
+  validate = context.get("validate_coordinates", True)
+  xmin, xmax, ymin, ymax = (_check_coordinate(batch, name, checks, False,
+                                              context["coordinate_dtype"], validate)
                             for name in ("XMin", "XMax", "YMin", "YMax"))
-  with np.errstate(invalid="ignore"):
-    checks.add("inverted box", "XMin", xmin > xmax,
-               lambda row: f"XMin {xmin[row]:g} > XMax {xmax[row]:g}")
-    checks.add("inverted box", "YMin", ymin > ymax,
-               lambda row: f"YMin {ymin[row]:g} > YMax {ymax[row]:g}")
+  if validate:
+    with np.errstate(invalid="ignore"):
+      checks.add("inverted box", "XMin", xmin > xmax,
+                 lambda row: f"XMin {xmin[row]:g} > XMax {xmax[row]:g}")
+      checks.add("inverted box", "YMin", ymin > ymax,
+                 lambda row: f"YMin {ymin[row]:g} > YMax {ymax[row]:g}")
   flags = [_check_flag(batch, name, checks) for name in FLAG_COLUMNS]
   x_click = None
   if CLICK_COLUMNS[0] in batch:
@@ -984,12 +991,13 @@ def _wrong_fields(text: str, expected: int, actual: int) -> str:
 
 
 def _chunks(path, fmt: _Format, label_map, strict, report, chunk_bytes,
-            coordinate_dtype=np.float32) -> Iterator[_Chunk]:
+            coordinate_dtype=np.float32, validate_coordinates=True) -> Iterator[_Chunk]:
   """Validated chunks of a file; logs a summary when rows were skipped and no report was passed."""
   own = report is None
   report = ReadReport(str(path)) if own else report
   context = {"mids": _Vocab(label_map), "sources": _Vocab(),
-             "coordinate_dtype": np.dtype(coordinate_dtype)}
+             "coordinate_dtype": np.dtype(coordinate_dtype),
+             "validate_coordinates": bool(validate_coordinates)}
   yield from _Stream(path, fmt, context, strict, report, chunk_bytes)
   if own and report.skipped:
     logger.warning("%s", report.summary())
@@ -997,7 +1005,8 @@ def _chunks(path, fmt: _Format, label_map, strict, report, chunk_bytes,
 
 def iter_boxes(path, label_map: labels.LabelMap | None = None, strict: bool = False,
                report: ReadReport | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-               coordinate_dtype=np.float32) -> Iterator[BoxTable]:
+               coordinate_dtype=np.float32,
+               validate_coordinates: bool = True) -> Iterator[BoxTable]:
   """Box tables of about `chunk_bytes` of file each, in file order (at least one, maybe empty).
 
   Args:
@@ -1009,17 +1018,22 @@ def iter_boxes(path, label_map: labels.LabelMap | None = None, strict: bool = Fa
     chunk_bytes: pyarrow block size; bounds memory.
     coordinate_dtype: of xmin, xmax, ymin, ymax. float32 halves the memory; float64 gives the
       values the official evaluation reads (IoU ties at exactly 0.5 decide matches there).
+    validate_coordinates: when False, XMin/XMax/YMin/YMax are kept exactly as parsed: no clipping
+      into [0, 1], no skip of values outside it or of inverted boxes (XClick points are still
+      checked). A value that is not a number, or is empty, is still a bad row. This gives the
+      values the official evaluation's pandas reads.
   """
-  for chunk in _chunks(path, _BOXES, label_map, strict, report, chunk_bytes, coordinate_dtype):
+  for chunk in _chunks(path, _BOXES, label_map, strict, report, chunk_bytes, coordinate_dtype,
+                       validate_coordinates):
     yield chunk.table
 
 
 def read_boxes(path, label_map: labels.LabelMap | None = None, strict: bool = False,
                report: ReadReport | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-               coordinate_dtype=np.float32) -> BoxTable:
+               coordinate_dtype=np.float32, validate_coordinates: bool = True) -> BoxTable:
   """A whole box file as one BoxTable; see `iter_boxes`."""
   return BoxTable.concat(list(iter_boxes(path, label_map, strict, report, chunk_bytes,
-                                         coordinate_dtype)))
+                                         coordinate_dtype, validate_coordinates)))
 
 
 def iter_image_labels(path, label_map: labels.LabelMap | None = None, strict: bool = False,

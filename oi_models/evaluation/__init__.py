@@ -140,7 +140,7 @@ def evaluate_files(boxes, predictions, class_list, hierarchy=None, image_labels=
       chunk = ground_truth.expand_predictions(chunk, expander)
     evaluator.add_detections(chunk.image_id, chunk.label, chunk.score, chunk.boxes)
   result = evaluator.evaluate()
-  mode = {"task": "detection", "protocol": protocol, "image_level_labels": image_labels is not None,
+  mode = {"task": "detection", "protocol": protocol, "image_level_labels": result.uses_image_labels,
           "expand_ground_truth": truth.expanded, "expand_predictions": expander is not None,
           "iou_threshold": iou_threshold, "predictions_format": fmt,
           "num_classes": len(label_map), "num_classes_evaluated": int((result.num_gt > 0).sum())}

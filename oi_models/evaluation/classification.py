@@ -7,11 +7,12 @@ out. mAP is the mean over the classes with at least one positive. The variant
 `unknown_as_negative=True` counts every non-positive as a negative (every image is in every class's
 ranking), the convention of metrics that ignore verification.
 
-AP is sklearn's `average_precision_score` exactly (no interpolation): AP = sum_k (R_k - R_{k-1}) P_k
-over the distinct score thresholds in decreasing order. Tie rule: entries with equal scores form one
-threshold, so they enter the ranking together (their order does not matter). An (image, class) that is
-in the evaluation but has no score (a predictions file lists only some classes) ranks below every
-scored entry, all such entries tied: they form one last threshold.
+AP is sklearn's `average_precision_score` (no interpolation): AP = sum_k (R_k - R_{k-1}) P_k over
+the distinct score thresholds in decreasing order, with sklearn's tie rule; it equals sklearn's value
+up to float rounding (the terms are summed in another order, so the last bits can differ). Tie rule:
+entries with equal scores form one threshold, so they enter the ranking together (their order does
+not matter). An (image, class) that is in the evaluation but has no score (a predictions file lists
+only some classes) ranks below every scored entry, all such entries tied: they form one last threshold.
 
 The computation is vectorized across classes: entries are sorted once, by class then by decreasing
 score (one lexsort of the entries, or one column-wise sort of a dense [images, classes] score matrix

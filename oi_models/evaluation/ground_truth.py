@@ -42,12 +42,11 @@ class GroundTruth:
 
   Attributes:
     box_image_ids: uint64 [N] image keys.
-    box_labels: int32 [N] class indices into `label_map`.
+    box_labels: int32 [N] class indices into the class list given to `load`.
     boxes: float64 [N, 4] (ymin, xmin, ymax, xmax).
     box_is_group_of: bool [N].
     label_image_ids: uint64 [M] image keys of verified image-level labels, or None without a file.
     label_labels: int32 [M] their classes (each (image, class) once).
-    label_map: the class list.
     expanded: whether the hierarchy expansion was applied on load.
     reports: file role ("boxes", "image_labels") -> ReadReport.
   """
@@ -58,7 +57,6 @@ class GroundTruth:
   box_is_group_of: np.ndarray
   label_image_ids: Optional[np.ndarray]
   label_labels: Optional[np.ndarray]
-  label_map: labels_lib.LabelMap
   expanded: bool
   reports: dict
 
@@ -107,7 +105,10 @@ def read_boxes(path, label_map: labels_lib.LabelMap, expander: Optional[labels_l
     (image_ids uint64 [N], labels int32 [N], boxes float64 [N, 4] yxyx, is_group_of bool [N]).
   """
   report = readers.ReadReport(str(path)) if report is None else report
-  table = readers.read_boxes(path, strict=strict, report=report, coordinate_dtype=np.float64)
+  # Coordinates as the official pandas reads them: float64, not clipped, nothing out of range or
+  # inverted skipped (the metric must see exactly what the official evaluator sees).
+  table = readers.read_boxes(path, strict=strict, report=report, coordinate_dtype=np.float64,
+                             validate_coordinates=False)
   classes = _to_class_list(table, label_map, report)
   keep = np.flatnonzero(classes >= 0)
   if report.rows_read and not len(keep):
@@ -115,6 +116,7 @@ def read_boxes(path, label_map: labels_lib.LabelMap, expander: Optional[labels_l
                      f"list ({len(label_map)} classes); is it the right class list?")
   table = table.take(keep)
   classes = classes[keep]
+  _check_not_inverted(path, table)
   # The official evaluator turns IsGroupOf into bool, so -1 (unknown) counts as group-of. A file
   # without the column (V3) has no group-of boxes; the readers give -1 for both cases.
   if _has_column(path, "IsGroupOf"):
@@ -130,6 +132,24 @@ def read_boxes(path, label_map: labels_lib.LabelMap, expander: Optional[labels_l
   if expander is not None:
     rows, classes = expander.boxes(classes)
   return table.image_id[rows], classes, boxes[rows], group_of[rows]
+
+
+def _check_not_inverted(path, table) -> None:
+  """Raises ValueError naming the file for boxes with XMin > XMax or YMin > YMax.
+
+  The official evaluator's BoxList rejects them too (DetectionEvaluator.add_ground_truth raises).
+  """
+  with np.errstate(invalid="ignore"):
+    inverted = np.flatnonzero((table.xmin > table.xmax) | (table.ymin > table.ymax))
+  if len(inverted):
+    i = inverted[0]
+    image_id = readers.key_to_image_id([table.image_id[i]])[0]
+    corners = (table.xmin, table.xmax, table.ymin, table.ymax)
+    raise ValueError(
+        f"{path}: {len(inverted):,} ground-truth boxes have XMin > XMax or YMin > YMax, which the "
+        f"official evaluator rejects too; first: ImageID {image_id}, "
+        f"LabelName {table.mids[table.label[i]]}, "
+        f"(XMin, XMax, YMin, YMax) = {tuple(float(c[i]) for c in corners)}")
 
 
 def read_verified_labels(path, label_map: labels_lib.LabelMap,
@@ -193,8 +213,7 @@ def load(boxes_path, label_map: labels_lib.LabelMap, hierarchy=None, image_label
     reports["image_labels"] = readers.ReadReport(str(image_labels_path))
     label_ids, label_classes, _ = read_verified_labels(image_labels_path, label_map, expander,
                                                        strict, reports["image_labels"])
-  return GroundTruth(*box_columns, label_ids, label_classes, label_map, expander is not None,
-                     reports)
+  return GroundTruth(*box_columns, label_ids, label_classes, expander is not None, reports)
 
 
 def expand_predictions(preds: predictions_lib.Predictions,

@@ -96,8 +96,9 @@ def summary_dict(metrics: dict, mean_ap: float, table: list[dict], mode: dict,
 
 
 def write_json(path, content: dict) -> None:
+  """Writes `content`, already JSON-ready (a `summary_dict`, cleaned there): a NaN raises."""
   with open(path, "w", encoding="utf-8") as f:
-    json.dump(_clean(content), f, indent=1, allow_nan=False, ensure_ascii=False)
+    json.dump(content, f, indent=1, allow_nan=False, ensure_ascii=False)
     f.write("\n")
 
 

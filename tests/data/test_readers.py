@@ -355,6 +355,32 @@ def test_coordinates_within_tolerance_are_clipped_and_counted(tmp_path):
   assert report.skipped == {"coordinate outside [0, 1]": 1}
 
 
+def test_validate_coordinates_false_keeps_raw_values(tmp_path):
+  rows = [GOOD.replace("0.9642005", "1.0005"), GOOD2.replace("0.1413844", "-0.0002"),
+          GOOD.replace("0.80054647", "1.01"), GOOD2.replace("0.1413844", "0.5")]  # last: inverted
+  path = write(tmp_path / "raw.csv", [V5_HEADER] + rows + [GOOD.replace("0.9642005", "x")])
+  for chunk_bytes in (readers.DEFAULT_CHUNK_BYTES, 256):
+    report = readers.ReadReport()
+    table = readers.read_boxes(path, report=report, chunk_bytes=chunk_bytes,
+                               coordinate_dtype=np.float64, validate_coordinates=False)
+    np.testing.assert_array_equal(table.xmax, [1.0005, 0.179676, 0.9642005, 0.179676])
+    np.testing.assert_array_equal(table.xmin, [0.022673031, -0.0002, 0.022673031, 0.5])
+    np.testing.assert_array_equal(table.ymax[2], 1.01)
+    assert not report.adjusted
+    assert report.skipped == {"bad coordinate": 1}  # text that is not a number is still bad
+  with pytest.raises(readers.AnnotationError, match="XMax"):
+    readers.read_boxes(path, strict=True, validate_coordinates=False)
+  # The default still clips, skips out-of-range and inverted boxes.
+  report = readers.ReadReport()
+  table = readers.read_boxes(path, report=report, coordinate_dtype=np.float64)
+  np.testing.assert_array_equal(table.xmax, [1.0, 0.179676])
+  np.testing.assert_array_equal(table.xmin, [0.022673031, 0.0])
+  assert sum(report.adjusted.values()) == 2
+  assert report.skipped == {"coordinate outside [0, 1]": 1, "inverted box": 1, "bad coordinate": 1}
+  default = readers.read_boxes(path, validate_coordinates=True)
+  _assert_same_tables(default, readers.read_boxes(path))
+
+
 def test_empty_optional_fields(tmp_path):
   header = V5_HEADER + "," + ",".join(readers.CLICK_COLUMNS)
   row = "0001eeaf4aed83f9,,/m/0cmf2,,0.1,0.2,0.3,0.4,,1,,0,-1,0.1,,-1,0.2,0.3,0.35,0.4,"

@@ -85,7 +85,7 @@ def _match_image_class(scores, boxes, gt, threshold, weight):
 
 
 def evaluate(num_classes, protocol, gt_boxes, detections, image_labels=None, iou_threshold=0.5):
-  """Computes per-class AP, num_gt, precision and recall.
+  """Computes per-class AP, num_gt, precision, recall and true/false positive counts.
 
   Args:
     num_classes: C.
@@ -96,8 +96,10 @@ def evaluate(num_classes, protocol, gt_boxes, detections, image_labels=None, iou
     iou_threshold: matching threshold.
 
   Returns:
-    (ap, num_gt, precisions, recalls): ap float64 [C] (NaN without ground truth), num_gt float64 [C],
-    lists of arrays (None for classes without ground truth).
+    (ap, num_gt, precisions, recalls, num_tp, num_fp): ap float64 [C] (NaN without ground truth),
+    num_gt float64 [C], lists of arrays (None for classes without ground truth), and per class the
+    ranked entries labelled true positive (tp > 0, group-of hits included) and false positive
+    (tp == 0), int64 [C], counted for every class, with ground truth or not.
   """
   weight = 1.0 if protocol == "challenge" else 0.0
   image_labels = image_labels or []
@@ -128,6 +130,10 @@ def evaluate(num_classes, protocol, gt_boxes, detections, image_labels=None, iou
       for score, tp in _match_image_class(scores, boxes, class_gt, iou_threshold, weight):
         class_scores[cls].append(score)
         class_tp[cls].append(tp)
+  num_tp = np.array([sum(1 for tp in class_tp[cls] if tp > 0) for cls in range(num_classes)],
+                    dtype=np.int64)
+  num_fp = np.array([sum(1 for tp in class_tp[cls] if tp == 0) for cls in range(num_classes)],
+                    dtype=np.int64)
   ap = np.full(num_classes, np.nan)
   precisions = [None] * num_classes
   recalls = [None] * num_classes
@@ -147,7 +153,7 @@ def evaluate(num_classes, protocol, gt_boxes, detections, image_labels=None, iou
     precisions[cls] = np.array(precision, dtype=np.float64)
     recalls[cls] = np.array(recall, dtype=np.float64)
     ap[cls] = _voc_ap(precision, recall)
-  return ap, num_gt, precisions, recalls
+  return ap, num_gt, precisions, recalls, num_tp, num_fp
 
 
 def _voc_ap(precision, recall):

@@ -99,6 +99,7 @@ def test_v2_protocol_without_image_labels(sample, tmp_path):
               "--protocol=v2", f"--output_dir={tmp_path}")
   content, _ = _outputs(tmp_path)
   assert content["metrics"]["OpenImagesV2_Precision/mAP@0.5IOU"] == 1.0
+  assert content["mode"]["image_level_labels"] is False
   assert "v2 protocol, without image-level labels" in done.stdout
 
 

@@ -271,8 +271,10 @@ def test_nan_overlap_is_never_a_match():
     gt = [(1, 0, box, False) for box in gt_boxes]
     res = _evaluate(1, "challenge", gt, [(1, 0, 0.5, TOP_LEFT)])
     assert (res.num_tp[0], res.num_fp[0]) == (0, 1)
-    ap, _, _, _ = brute_force.evaluate(1, "challenge", gt, [(1, 0, 0.5, TOP_LEFT)])
+    ap, _, _, _, num_tp, num_fp = brute_force.evaluate(1, "challenge", gt, [(1, 0, 0.5, TOP_LEFT)])
     np.testing.assert_array_equal(res.ap, ap)
+    np.testing.assert_array_equal(res.num_tp, num_tp)
+    np.testing.assert_array_equal(res.num_fp, num_fp)
 
 
 def test_inverted_ground_truth_box_is_an_error():
@@ -373,8 +375,11 @@ def _random_workload(rng, num_images, num_classes):
   return gt, labels, dets
 
 
+@pytest.mark.parametrize("pairs_per_chunk", [None, 3], ids=["default_chunks", "chunks_of_3"])
 @pytest.mark.parametrize("seed", range(8))
-def test_equals_brute_force_on_random_workloads(seed):
+def test_equals_brute_force_on_random_workloads(seed, pairs_per_chunk, monkeypatch):
+  if pairs_per_chunk is not None:  # many overlap chunks, groups split across them
+    monkeypatch.setattr(detection, "_PAIRS_PER_CHUNK", pairs_per_chunk)
   rng = np.random.default_rng(seed)
   for _ in range(25):
     num_images, num_classes = int(rng.integers(1, 8)), int(rng.integers(1, 5))
@@ -383,10 +388,12 @@ def test_equals_brute_force_on_random_workloads(seed):
       for image_labels in (labels, None):
         res = _evaluator(num_classes, protocol, gt, dets, image_labels,
                          batches=int(rng.integers(1, 4))).evaluate()
-        ap, num_gt, precisions, recalls = brute_force.evaluate(num_classes, protocol, gt, dets,
-                                                               image_labels)
+        ap, num_gt, precisions, recalls, num_tp, num_fp = brute_force.evaluate(
+            num_classes, protocol, gt, dets, image_labels)
         np.testing.assert_array_equal(res.ap, ap)
         np.testing.assert_array_equal(res.num_gt, num_gt)
+        np.testing.assert_array_equal(res.num_tp, num_tp)
+        np.testing.assert_array_equal(res.num_fp, num_fp)
         if not np.isnan(ap).all():
           assert res.mean_ap == np.nanmean(ap)
         for c in range(num_classes):
@@ -404,8 +411,10 @@ def test_equals_brute_force_with_large_tied_groups():
     dets = dets * int(rng.integers(2, 5))
     for protocol in detection.PROTOCOLS:
       res = _evaluate(2, protocol, gt, dets, labels)
-      ap, _, precisions, _ = brute_force.evaluate(2, protocol, gt, dets, labels)
+      ap, _, precisions, _, num_tp, num_fp = brute_force.evaluate(2, protocol, gt, dets, labels)
       np.testing.assert_array_equal(res.ap, ap)
+      np.testing.assert_array_equal(res.num_tp, num_tp)
+      np.testing.assert_array_equal(res.num_fp, num_fp)
       for c in range(2):
         if precisions[c] is not None:
           np.testing.assert_array_equal(res.precision[c], precisions[c])

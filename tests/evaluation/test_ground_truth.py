@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -157,3 +158,27 @@ def test_matches_direct_expansion_on_sample(tmp_path):
   got = dict(zip(zip(readers.key_to_image_id(ids), classes.tolist()), positive.tolist()))
   assert got == verdict
   assert any(verdict.values()) and not all(verdict.values())
+
+
+def test_coordinates_reach_the_metric_as_the_official_pandas_reads_them(files):
+  """No clipping or range skip: 1.0005 and -0.0002 stay, as pandas parses them (float64)."""
+  label_map = labels.LabelMap.from_file(files / "classes.csv")
+  path = files / "raw.csv"
+  path.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf\n"
+                  f"{IMG1},/m/oth,0.1,1.0005,-0.0002,0.6,0\n"
+                  f"{IMG1},/m/oth,0.1,1.5,0.2,0.6,0\n")
+  truth = ground_truth.load(path, label_map)
+  np.testing.assert_array_equal(truth.boxes, [[-0.0002, 0.1, 0.6, 1.0005], [0.2, 0.1, 0.6, 1.5]])
+  assert not truth.reports["boxes"].adjusted and not truth.reports["boxes"].skipped
+
+
+def test_inverted_ground_truth_box_is_an_error_naming_the_file(files):
+  """The official BoxList rejects XMin > XMax; the error names the file and the row's image."""
+  label_map = labels.LabelMap.from_file(files / "classes.csv")
+  path = files / "inverted.csv"
+  path.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf\n"
+                  f"{IMG1},/m/oth,0.1,0.5,0.2,0.6,0\n"
+                  f"{IMG2},/m/oth,0.6,0.5,0.2,0.6,0\n")
+  for strict in (False, True):
+    with pytest.raises(ValueError, match=re.escape(f"{path}: 1 ground-truth boxes") + f".*{IMG2}"):
+      ground_truth.load(path, label_map, strict=strict)
