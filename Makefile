@@ -9,10 +9,15 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test bench install clean
 
-$(STAMP): setup.py
+ORACLES := $(VENV)/oracles
+
+$(STAMP): setup.py tests/oracles/requirements.txt tests/oracles/install.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[test,plots]'
+	# The test oracles (TF Object Detection API, TF-slim) go into a folder of their own, without their
+	# stale requirements; only tests/oracles/ scripts put it on their path.
+	$(PY) tests/oracles/install.py $(ORACLES)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -15,7 +15,7 @@ from absl import flags
 from absl import logging
 
 from oi_models import visualize
-from oi_models.data import make_sample
+from oi_models.datasets import make_sample
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "demo_out", "Where the demo writes the sample, the dataset "
                                "and its report.")
@@ -51,7 +51,7 @@ def _sample(out_dir: pathlib.Path, report: _Report) -> pathlib.Path:
 def _build(sample_root: pathlib.Path, out_dir: pathlib.Path, report: _Report):
   """Builds `open_images/v6_original` from the sample as ArrayRecord (random access for sampling)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from oi_models.data import builder  # pylint: disable=g-import-not-at-top
+  from oi_models.datasets import builder  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   data_dir = out_dir / "tfds"
   shutil.rmtree(data_dir, ignore_errors=True)  # TFDS would reuse a build of a previous run's sample.
@@ -69,8 +69,8 @@ def _build(sample_root: pathlib.Path, out_dir: pathlib.Path, report: _Report):
 
 def _input_preview(ds_builder, out_dir: pathlib.Path, report: _Report) -> None:
   """Training input in class-aware order, drawn back from the parser's output."""
-  from oi_models.data import detection_input  # pylint: disable=g-import-not-at-top
-  from oi_models.data import examples  # pylint: disable=g-import-not-at-top
+  from oi_models.dataloaders import detection_input  # pylint: disable=g-import-not-at-top
+  from oi_models.dataloaders import examples  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   names = ds_builder.info.metadata["boxable_class_names"]
   balanced = examples.load(ds_builder, "train", order="class_aware", seed=_SEED.value,

@@ -21,7 +21,7 @@ import logging
 from typing import Optional, Union
 
 from oi_models import labels as labels_lib
-from oi_models.data import readers
+from oi_models.io import readers
 from oi_models.evaluation import classification
 from oi_models.evaluation import ground_truth
 from oi_models.evaluation import predictions as predictions_lib

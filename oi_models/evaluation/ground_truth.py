@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from oi_models import labels as labels_lib
-from oi_models.data import readers
+from oi_models.io import readers
 from oi_models.evaluation import predictions as predictions_lib
 
 OUTSIDE_CLASS_LIST = "class not in the class list"

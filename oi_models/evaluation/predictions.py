@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from oi_models import labels as labels_lib
-from oi_models.data import readers
+from oi_models.io import readers
 
 CSV = "csv"
 KAGGLE = "kaggle"

@@ -10,7 +10,7 @@ import pytest
 
 from oi_models import evaluation
 from oi_models import labels
-from oi_models.data import make_sample
+from oi_models.datasets import make_sample
 from oi_models.evaluation import ground_truth
 from oi_models.evaluation import predictions
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from oi_models import labels
-from oi_models.data import make_sample
-from oi_models.data import readers
+from oi_models.datasets import make_sample
+from oi_models.io import readers
 from oi_models.evaluation import ground_truth
 from oi_models.evaluation import predictions
 

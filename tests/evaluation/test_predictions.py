@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from oi_models import labels
-from oi_models.data import readers
+from oi_models.io import readers
 from oi_models.evaluation import predictions
 
 LABEL_MAP = labels.LabelMap(("/m/a", "/m/b", "/m/c"), ("A", "B", "C"))

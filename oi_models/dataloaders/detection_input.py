@@ -38,7 +38,7 @@ from official.vision.ops import anchor
 from official.vision.ops import box_ops
 from official.vision.ops import preprocess_ops
 
-from oi_models.data import examples
+from oi_models.dataloaders import examples
 
 LABEL_OFFSET = 1
 RESIZE_BACKENDS = ("opencv", "tensorflow")

@@ -6,7 +6,7 @@ uniformly, so every class is seen about equally often; mmdetection reports +8 to
 from it. The plain order (a fresh permutation per epoch) is here too, with the same interface.
 
 Samplers are numpy only and produce example *indices*; a pipeline reads the examples by index from a
-random-access source (`oi_models.data.examples`). An epoch's sequence is a pure function of (seed,
+random-access source (`oi_models.dataloaders.examples`). An epoch's sequence is a pure function of (seed,
 epoch): runs are reproducible, epochs differ, and a resumed job continues the same stream. With several
 workers every worker computes the same global sequence and keeps positions `worker_index`,
 `worker_index + num_workers`, ...: the workers' streams are disjoint slices of one stream, equally long,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oi_models.data import builder_images
-from oi_models.data import releases
+from oi_models.datasets import builder_images
+from oi_models.datasets import releases
 
 
 def _jpeg(pixels, **kwargs) -> bytes:

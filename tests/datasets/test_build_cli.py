@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from oi_models.data import make_sample
+from oi_models.datasets import make_sample
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def sample(tmp_path_factory):
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, "-m", "oi_models.data.build", *args], capture_output=True,
+  return subprocess.run([sys.executable, "-m", "oi_models.datasets.build", *args], capture_output=True,
                         text=True, timeout=600)
 
 
@@ -88,9 +88,9 @@ def test_unknown_config_is_a_usage_error(sample, tmp_path):
 
 
 def test_tfds_build_command_finds_and_builds_open_images(sample, tmp_path):
-  """TFDS's own `tfds build` builds the dataset once `--imports oi_models.data` registers it."""
+  """TFDS's own `tfds build` builds the dataset once `--imports oi_models.datasets` registers it."""
   tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
-  done = subprocess.run([str(tfds_cli), "build", "--imports", "oi_models.data", "open_images/v6_300k_n2",
+  done = subprocess.run([str(tfds_cli), "build", "--imports", "oi_models.datasets", "open_images/v6_300k_n2",
                          f"--manual_dir={sample.root}", f"--data_dir={tmp_path}"],
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]

@@ -46,7 +46,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from oi_models.data import builder  # pylint: disable=g-import-not-at-top
+  from oi_models.datasets import builder  # pylint: disable=g-import-not-at-top
 
   parsed = builder.parse_config_name(FLAGS.config)
   if parsed is None:

@@ -1,10 +1,10 @@
-"""Tests for oi_models.data.sampling (numpy only)."""
+"""Tests for oi_models.dataloaders.sampling (numpy only)."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from oi_models.data import sampling
+from oi_models.dataloaders import sampling
 
 # A long tail as in Open Images: class c has SIZES[c] images, one class per image.
 SIZES = [1, 2, 3, 5, 10, 40, 200, 1000]

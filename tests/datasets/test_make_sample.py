@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from oi_models import labels
-from oi_models.data import make_sample as ms
-from oi_models.data import sample_shapes
+from oi_models.datasets import make_sample as ms
+from oi_models.datasets import sample_shapes
 
 SPLITS = ("train", "validation", "test")
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -326,13 +326,13 @@ def test_refuses_a_non_empty_dir_unless_overwrite(tmp_path):
 
 def test_cli_writes_and_summarizes(tmp_path):
   done = subprocess.run(
-      [sys.executable, "-m", "oi_models.data.make_sample", f"--out_dir={tmp_path / 's'}",
+      [sys.executable, "-m", "oi_models.datasets.make_sample", f"--out_dir={tmp_path / 's'}",
        "--splits=6,2,2", "--image_size=64", "--seed=4"],
       capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   assert re.search(r"train\s+6\s", done.stdout) and re.search(r"total\s+10\s", done.stdout)
   assert len(list((tmp_path / "s" / "validation").glob("*.jpg"))) == 2
   bad = subprocess.run(
-      [sys.executable, "-m", "oi_models.data.make_sample", f"--out_dir={tmp_path / 't'}",
+      [sys.executable, "-m", "oi_models.datasets.make_sample", f"--out_dir={tmp_path / 't'}",
        "--splits=6,2,2", "--num_images=5"], capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "sum to 10, not 5" in bad.stderr

@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from official.vision.dataloaders import classification_input
 
-from oi_models.data import examples
+from oi_models.dataloaders import examples
 
 
 def _scatter_max(indices: tf.Tensor, values: tf.Tensor, num_classes: int) -> tf.Tensor:

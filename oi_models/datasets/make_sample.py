@@ -48,9 +48,9 @@ import numpy as np
 from PIL import Image
 
 from oi_models import labels
-from oi_models.data import readers
-from oi_models.data import releases
-from oi_models.data import sample_shapes as shapes
+from oi_models.io import readers
+from oi_models.datasets import releases
+from oi_models.datasets import sample_shapes as shapes
 
 SPLITS = releases.SPLITS
 # The official V6 names: the first candidate of each role in releases.RELEASES["v6"], so the sample

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from oi_models import labels
-from oi_models.data import make_sample as ms
-from oi_models.data import readers
+from oi_models.datasets import make_sample as ms
+from oi_models.io import readers
 
 EXCERPTS = ("annotations", "doc_excerpts")
 V5_HEADER = ("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,"

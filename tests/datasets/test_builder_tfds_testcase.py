@@ -10,8 +10,8 @@ import tempfile
 
 import tensorflow_datasets as tfds
 
-from oi_models.data import builder
-from oi_models.data import make_sample
+from oi_models.datasets import builder
+from oi_models.datasets import make_sample
 
 
 class OpenImagesTest(tfds.testing.DatasetBuilderTestCase):

@@ -1,10 +1,10 @@
 """TFDS builder `open_images`: a user's Open Images download (manual_dir) to TFRecord/ArrayRecord shards.
 
-    import oi_models.data  # registers the builder
+    import oi_models.datasets  # registers the builder
     tfds.load("open_images/v6_max1024", data_dir=...,
               download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(
                   manual_dir=...)})
-    tfds build --imports oi_models.data open_images/v6_max1024 --manual_dir=...
+    tfds build --imports oi_models.datasets open_images/v6_max1024 --manual_dir=...
 
 Configs are `<release>_<policy>`: release v4, v5, v6, v7 or challenge2019 (file names per release in
 `releases`), image policy original, max1024 (long side <= 1024) or 300k (<= 300,000 pixels, like the
@@ -54,9 +54,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from oi_models import labels as labels_lib
-from oi_models.data import builder_images
-from oi_models.data import readers
-from oi_models.data import releases
+from oi_models.datasets import builder_images
+from oi_models.io import readers
+from oi_models.datasets import releases
 
 VERSION = tfds.core.Version("1.0.0")
 REPORT_FILE = "build_report.json"

@@ -7,7 +7,7 @@ of them stands in for a random-access data source.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from oi_models.data import builder
+from oi_models.datasets import builder
 
 BOX_MIDS = ["/m/a", "/m/b", "/m/d"]
 IMAGE_MIDS = ["/m/a", "/m/c", "/m/b", "/m/d", "/m/e"]

@@ -1,4 +1,4 @@
-"""Tests for oi_models.data.detection_input (decoder to Model Garden's dict, keep-aspect parser)."""
+"""Tests for oi_models.dataloaders.detection_input (decoder to Model Garden's dict, keep-aspect parser)."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from oi_models.data import detection_input
-from oi_models.data import examples
-from tests.data import fake_open_images as fake
+from oi_models.dataloaders import detection_input
+from oi_models.dataloaders import examples
+from tests.dataloaders import fake_open_images as fake
 
 BOX = (0.25, 0.125, 0.75, 0.5)  # ymin, xmin, ymax, xmax.
 

@@ -17,13 +17,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-import oi_models.data  # pylint: disable=unused-import  # Registers open_images.
-from oi_models.data import builder
-from oi_models.data import builder_images
-from oi_models.data import detection_input
-from oi_models.data import examples as examples_lib
-from oi_models.data import make_sample
-from oi_models.data import releases
+import oi_models.datasets  # pylint: disable=unused-import  # Registers open_images.
+from oi_models.datasets import builder
+from oi_models.datasets import builder_images
+from oi_models.dataloaders import detection_input
+from oi_models.dataloaders import examples as examples_lib
+from oi_models.datasets import make_sample
+from oi_models.datasets import releases
 
 SPLIT_SIZES = (8, 2, 2)
 _FLAG_COLUMNS = {"is_occluded": "IsOccluded", "is_truncated": "IsTruncated",

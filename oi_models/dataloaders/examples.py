@@ -6,7 +6,7 @@ classifier decodes only its random crop). This module produces those dicts.
 
 Class-aware sampling needs random access: with an ArrayRecord build (`download_and_prepare(
 file_format="array_record")`) `builder.as_data_source(split)` reads any example by index, and the
-sampler's index stream (`oi_models.data.sampling`) drives the reads: a parallel map fetches raw records
+sampler's index stream (`oi_models.dataloaders.sampling`) drives the reads: a parallel map fetches raw records
 in small batches through `tf.numpy_function`, then the TF graph parses them in parallel. A TFRecord build
 has no random access; per-class filtered datasets mixed with `sample_from_datasets` would scan the whole
 split for every draw of a rare class (601 scans per round at Open Images scale), so class-aware order on
@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from oi_models.data import sampling
+from oi_models.dataloaders import sampling
 
 ORDERS = ("sequential", "shuffle", "class_aware")
 

@@ -1,13 +1,13 @@
-"""Tests for oi_models.data.classification_input (three-state multi-hot targets, crops)."""
+"""Tests for oi_models.dataloaders.classification_input (three-state multi-hot targets, crops)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from oi_models.data import classification_input
-from oi_models.data import examples
-from tests.data import fake_open_images as fake
+from oi_models.dataloaders import classification_input
+from oi_models.dataloaders import examples
+from tests.dataloaders import fake_open_images as fake
 
 # Model classes, by MID: /m/e -> 0, /m/a -> 1, /m/b -> 2. /m/c and /m/d are not model classes.
 MODEL_MIDS = ["/m/e", "/m/a", "/m/b"]

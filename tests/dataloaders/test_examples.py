@@ -1,12 +1,12 @@
-"""Tests for oi_models.data.examples: reading open_images examples by index, in sampler order."""
+"""Tests for oi_models.dataloaders.examples: reading open_images examples by index, in sampler order."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from oi_models.data import examples
-from oi_models.data import sampling
-from tests.data import fake_open_images as fake
+from oi_models.dataloaders import examples
+from oi_models.dataloaders import sampling
+from tests.dataloaders import fake_open_images as fake
 
 
 def _signed(hex_id):
@@ -86,8 +86,8 @@ def test_parse_and_batch_is_static_and_ordered_when_deterministic():
 def builds(tmp_path_factory):
   """The real builder on a 12-image sample (train 8), as ArrayRecord and as TFRecord."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from oi_models.data import builder  # pylint: disable=import-outside-toplevel
-  from oi_models.data import make_sample  # pylint: disable=import-outside-toplevel
+  from oi_models.datasets import builder  # pylint: disable=import-outside-toplevel
+  from oi_models.datasets import make_sample  # pylint: disable=import-outside-toplevel
   root = tmp_path_factory.mktemp("examples_load")
   make_sample.make_sample(root / "sample", num_images=12, splits=(8, 2, 2))
   built = {}
