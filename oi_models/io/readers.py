@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from oi_models import labels
+from oi_models.io.errors import AnnotationError
 
 DEFAULT_CHUNK_BYTES = 16 << 20
 COORD_TOLERANCE = 1e-3
@@ -73,15 +74,6 @@ _METADATA_TEXT = ("Subset", "OriginalURL", "OriginalLandingURL", "License", "Aut
                   "Author", "Title", "Thumbnail300KURL")
 
 logger = logging.getLogger(__name__)
-
-
-class AnnotationError(ValueError):
-  """A bad annotation file or row; says which file, line (1-based, header = 1) and field."""
-
-  def __init__(self, path, line: int | None, field: str, message: str):
-    self.path, self.line, self.field = str(path), line, field
-    where = f"{path}:{line}" if line is not None else str(path)
-    super().__init__(f"{where}: field {field!r}: {message}")
 
 
 @dataclasses.dataclass
