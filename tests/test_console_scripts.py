@@ -1,4 +1,4 @@
-"""Every installed `oi-…` console script is an absl app whose --helpfull explains each of its flags."""
+"""Every installed `oi-…` console script is an absl app whose --help lists and explains its own flags."""
 
 import importlib.metadata
 import re
@@ -21,6 +21,30 @@ def test_every_command_line_module_is_a_console_script():
   declared = {ep.value.split(":")[0] for ep in ENTRY_POINTS}
   assert modules, "no command-line modules found"
   assert modules <= declared, f"not declared in setup.py: {sorted(modules - declared)}"
+
+
+FLAG_LINE = re.compile(r"^\s+--(?:\[no\])?(\w+):", re.M)
+
+
+def _section(text: str, heading: str) -> str:
+  """The flag lines absl prints under `heading:` (a module name or the program path)."""
+  sections = re.split(r"\n(?=\S)", text)
+  return "\n".join(s for s in sections if s.split("\n", 1)[0].strip() == heading + ":")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_lists_the_commands_own_flags(script):
+  """--help, not only --helpfull, shows every flag the entry module defines (oi_models.app.run)."""
+  exe = pathlib.Path(sys.executable).parent / script
+  module = next(ep.value.split(":")[0] for ep in ENTRY_POINTS if ep.name == script)
+  full = subprocess.run([exe, "--helpfull"], capture_output=True, text=True, timeout=300)
+  short = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=300)
+  assert short.returncode in (0, 1), short.stderr[-2000:]
+  defined = set(FLAG_LINE.findall(_section(full.stdout, module)))
+  assert defined, f"{script}: {module} defines no flags in --helpfull:\n{full.stdout[:2000]}"
+  shown = set(FLAG_LINE.findall(short.stdout))
+  assert defined <= shown, f"{script} --help leaves out {sorted(defined - shown)}:\n{short.stdout}"
+  assert "absl.logging" not in short.stdout and "--helpfull" in short.stdout
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app
 from absl import flags
 
+from oi_models import app
 from oi_models import evaluation
 from oi_models.evaluation import report
 
