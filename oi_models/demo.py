@@ -2,12 +2,15 @@
 
 Each step calls the same library code a user runs on a real download; the demo only wires them
 together and writes what it did to `<out_dir>/report.md`. Every run regenerates the sample and the TFDS
-build in `out_dir` (both take seconds), so `--num_images` and `--seed` always take effect.
+build in `out_dir` (both take seconds), so `--num_images` and `--seed` always take effect. Since that
+deletes `<out_dir>/sample` and `<out_dir>/tfds`, the demo only writes into an empty or absent folder,
+or one it made itself (marked by `MARKER`).
 """
 
 import json
 import pathlib
 import shutil
+import sys
 import time
 
 from absl import app
@@ -23,6 +26,7 @@ _NUM_IMAGES = flags.DEFINE_integer("num_images", 300, "Images in the synthetic s
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the sample dataset and of the sampling order.")
 _CONFIG = "v6_original"  # The sample's images are small already: keep them as they are.
 _PREVIEW_IMAGES = 8
+MARKER = ".oi_demo"  # In every out_dir the demo made: it may delete and rewrite what is inside.
 
 
 class _Report:
@@ -96,10 +100,19 @@ def _input_preview(ds_builder, out_dir: pathlib.Path, report: _Report) -> None:
   report.add("Input pipeline preview", body, time.perf_counter() - start)
 
 
+def _claim(out_dir: pathlib.Path) -> None:
+  """Marks out_dir as the demo's; exits with a message if it holds anything the demo did not make."""
+  if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
+    sys.exit(f"oi-demo: {out_dir} is not empty and was not made by the demo (no {MARKER} in it); "
+             "the demo deletes and rewrites sample/ and tfds/ there: pass another --out_dir")
+  out_dir.mkdir(parents=True, exist_ok=True)
+  (out_dir / MARKER).write_text("Made by oi-demo, which may delete and rewrite this folder.\n")
+
+
 def main(argv):
   del argv
   out_dir = pathlib.Path(_OUT_DIR.value)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  _claim(out_dir)
   report = _Report(out_dir / "report.md")
   sample_root = _sample(out_dir, report)
   ds_builder = _build(sample_root, out_dir, report)

@@ -53,3 +53,14 @@ def test_demo_writes_report_dataset_and_preview(tmp_path):
   assert _written(report) == 24
   counts = re.search(r"examples: train (\d+), validation (\d+), test (\d+)", report)
   assert counts and sum(int(c) for c in counts.groups()) == 24, report
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
+  (tmp_path / "sample").mkdir()
+  keep = tmp_path / "sample" / "my_notes.txt"
+  keep.write_text("not the demo's")
+  done = subprocess.run([sys.executable, "-m", "oi_models.demo", f"--out_dir={tmp_path}"],
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 1
+  assert "was not made by the demo" in done.stderr and "Traceback" not in done.stderr
+  assert keep.read_text() == "not the demo's"
