@@ -5,6 +5,7 @@ by `type` next to the two this package registers with Model Garden's backbone fa
 """
 
 import dataclasses
+from typing import List
 
 from official.modeling import hyperparams
 from official.vision.configs import backbones
@@ -12,14 +13,36 @@ from official.vision.configs import backbones
 
 @dataclasses.dataclass
 class SlimResNetV1(hyperparams.Config):
-  """TF-slim's ResNet-v1 (`resnet_v1_50/101/152`): the released Open Images classifier's layout."""
+  """TF-slim's ResNet-v1 (`resnet_v1_50/101/152`): the released Open Images classifier's layout.
+
+  See `oi_models.modeling.backbones.slim_resnet_v1`. Batch-norm momentum and epsilon live here (slim's
+  values), not in `norm_activation`: they belong to the checkpoint the weights come from.
+  """
   model_id: int = 101
+  block_repeats: List[int] = dataclasses.field(default_factory=list)  # units per block; [] = model_id's
+  depth_multiplier: float = 1.0
+  batch_norm_scale: bool = True  # batch norm with gamma (tf-slim's resnet_arg_scope default)
+  input_normalization: str = "model_garden"  # or "vgg": input already minus slim's VGG channel means
+  norm_momentum: float = 0.997
+  norm_epsilon: float = 1e-5
+  bn_trainable: bool = True
 
 
 @dataclasses.dataclass
 class InceptionResNetV2(hyperparams.Config):
-  """Inception-ResNet-v2 as the TF Object Detection API's atrous Faster R-CNN uses it."""
+  """Inception-ResNet-v2 as the TF Object Detection API's atrous Faster R-CNN uses it.
+
+  output_stride: 8 (atrous block17, the reference detector) or 16 return the first stage only; 32 is the
+  whole classification network. padding: 'SAME' (the OD API's aligned feature maps) or 'VALID' (Keras
+  Applications, slim's classifier). The repeats are the published 10 / 20 / 9; tiny configs use fewer.
+  bn_trainable=False freezes batch norm (inference mode, not trained).
+  """
   output_stride: int = 8
+  padding: str = 'SAME'
+  block35_repeats: int = 10
+  block17_repeats: int = 20
+  block8_repeats: int = 9
+  bn_trainable: bool = True
 
 
 @dataclasses.dataclass
