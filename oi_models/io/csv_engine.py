@@ -1,0 +1,683 @@
+"""The CSV engine every Open Images file reader shares: segments, a quote guard, checks, formats.
+
+A file kind (boxes, image-level labels, image metadata, predictions) is a `Format`: its required and
+optional columns (found by header name; names may carry surrounding spaces), which ones pyarrow reads
+dictionary-encoded or typed, and a `build` function that turns one parsed batch into that kind's
+table while it adds every failing row to a `Checks`. The engine does the rest, the same way for all:
+
+* Segments. The file is read in segments of about `chunk_bytes`, each cut at a line end, and each
+  segment is parsed by `pyarrow.csv.read_csv` with threads (its blocks in parallel) and the numeric
+  columns typed. pyarrow numbers rejected rows only single-threaded, and a text that is not a number
+  stops a typed parse, so a segment where either happens is parsed again exactly (single thread,
+  numbers as text) and only that segment: the rows before and after it keep the fast path.
+* The quote guard. A `"` that opens a field and never closes would make any CSV parser take every
+  later line into that field (or lose sync between pyarrow's block splitter and its parser). Before a
+  segment reaches pyarrow, every line holding a quote is matched against the CSV field grammar; a line
+  whose quotes do not close on it (nor, for formats whose values may hold newlines, on the next lines
+  of a record with the header's field count) is replaced by an empty row of the same field count and
+  reported as one bad row ("unclosed or stray quote"), naming its field. Segments without a quote
+  skip the guard (one memchr) and are parsed with quoting off.
+* Line numbers. Rows are numbered by physical line (header = 1), exact across segments, blank lines,
+  rows pyarrow rejects and quoted newlines (the guard knows every record it let span lines).
+* Bad rows. In strict mode the earliest bad row of a segment raises `AnnotationError` naming file,
+  line and field; in lenient mode each bad row is skipped and counted under its first failing check
+  in a `ReadReport`, with a few "file:line: field: message" examples.
+
+Checks are columnar: each returns a mask over the batch (numpy, from pyarrow compute), and a row's
+message is only written for the few examples kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import re
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from oi_models.io import image_ids
+from oi_models.io.errors import AnnotationError
+from oi_models.io.report import ReadReport
+
+DEFAULT_CHUNK_BYTES = 16 << 20
+# pyarrow's parse unit inside a segment: segments of several blocks are parsed in parallel.
+_BLOCK_BYTES = 1 << 20
+# A quoted value may span lines (image titles) but not without bound: a record still open after this
+# many bytes is a stray quote, not a value.
+_MAX_RECORD_BYTES = 1 << 16
+
+STRING = pa.string()
+DICT = pa.dictionary(pa.int32(), pa.string())
+_NUMBER_RE = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+_INTEGER_RE = r"^[+-]?[0-9]+$"
+
+STRAY_QUOTE = "unclosed or stray quote"
+WRONG_FIELDS = "wrong number of fields"
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------
+# Formats and checks.
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+  """One file kind: its columns and how a parsed batch becomes its table.
+
+  Attributes:
+    name: for messages ("boxes", "image labels", ...).
+    required: columns the header must have.
+    optional: columns read when present.
+    all_or_none: optional columns that come together (XClick points).
+    dictionary: columns with few distinct values, read dictionary-encoded.
+    build: (batch: dict[name, pa.Array], checks: Checks, context: dict) -> table of all batch
+      rows (or, when it sets `checks.unit_rows`, of all units: Kaggle detections).
+    multiline: quoted values may hold newlines (image titles). Off for the others: a newline there
+      is an error either way, and the guard then ends the quote at the line's end.
+    numeric: columns the fast parse types directly (a value that does not parse sends the segment
+      to the exact parse, where the column is text and the bad value is checked and reported).
+  """
+
+  name: str
+  required: tuple[str, ...]
+  optional: tuple[str, ...]
+  all_or_none: tuple[str, ...]
+  dictionary: frozenset
+  build: Callable
+  multiline: bool = False
+  numeric: dict = dataclasses.field(default_factory=dict)
+
+
+class Checks:
+  """Failures of one batch, in check order.
+
+  A check is (reason, field, mask, describe(i) -> message, unit_rows). `mask` is over the batch rows,
+  or, for a check added with `unit_rows`, over the units of the built table (the detections of a
+  Kaggle row): unit i belongs to row unit_rows[i], and a bad unit drops that unit only.
+  """
+
+  def __init__(self, n: int):
+    self.n = n
+    self.items: list[tuple] = []
+    self.adjusted: list[tuple[str, np.ndarray]] = []  # (change, rows changed)
+    self.unit_rows: np.ndarray | None = None  # set by a build whose table rows are units
+
+  def add(self, reason: str, field: str, mask: np.ndarray, describe: Callable[[int], str],
+          unit_rows: np.ndarray | None = None) -> None:
+    if mask.any():
+      self.items.append((reason, field, mask, describe, unit_rows))
+
+  def bad(self) -> np.ndarray:
+    bad = np.zeros(self.n, bool)
+    for _, _, mask, _, unit_rows in self.items:
+      if unit_rows is None:
+        bad |= mask
+    return bad
+
+  def bad_units(self, bad_rows: np.ndarray) -> np.ndarray | None:
+    """Units to drop: those of bad rows and those failing a unit check; None without units."""
+    if self.unit_rows is None:
+      return None
+    bad = bad_rows[self.unit_rows]
+    for _, _, mask, _, unit_rows in self.items:
+      if unit_rows is not None:
+        bad |= mask
+    return bad
+
+
+def raw(column: pa.Array, row: int):
+  """A field's value as text; numbers parsed by the fast pass print as their shortest text."""
+  value = column[row].as_py()
+  if isinstance(value, float):
+    return str(np.float32(value)) if column.type == pa.float32() else repr(value)
+  return str(value) if isinstance(value, int) else value
+
+
+def describe(column: pa.Array, message: str) -> Callable[[int], str]:
+  return lambda row: f"{raw(column, row)!r} {message}"
+
+
+def null_mask(column: pa.Array) -> np.ndarray:
+  if column.null_count == 0:
+    return np.zeros(len(column), bool)
+  return column.is_null().to_numpy(zero_copy_only=False)
+
+
+def indices(column: pa.Array) -> np.ndarray:
+  """A dictionary column's indices, -1 where empty."""
+  values = column.indices
+  if values.null_count:
+    values = pc.fill_null(values, -1)
+  return values.to_numpy(zero_copy_only=False)
+
+
+def floats(column: pa.Array, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(`dtype` values with NaN for empty, empty mask, not-a-finite-number mask) of a column.
+
+  Text may carry surrounding spaces (as pandas, which the official tools read with, accepts).
+  """
+  target = pa.from_numpy_dtype(np.dtype(dtype))
+  if pa.types.is_dictionary(column.type):
+    values, _, bad = floats(column.dictionary, dtype)
+    codes = indices(column)
+    values = np.append(values, np.asarray(np.nan, dtype))
+    return values[codes], codes < 0, np.append(bad, False)[codes]
+  empty = null_mask(column)
+  if pa.types.is_floating(column.type):
+    values = column if column.type == target else pc.cast(column, target)
+    bad = np.zeros(len(column), bool)
+  else:
+    try:
+      values = pc.cast(column, target)
+      bad = np.zeros(len(column), bool)
+    except pa.ArrowInvalid:
+      ok = pc.fill_null(pc.match_substring_regex(column, _NUMBER_RE), False)
+      values = pc.cast(pc.utf8_trim_whitespace(pc.if_else(ok, column, pa.scalar(None, STRING))),
+                       target)
+      bad = ~ok.to_numpy(zero_copy_only=False) & ~empty
+  if values.null_count:
+    values = pc.fill_null(values, np.nan)
+  values = values.to_numpy(zero_copy_only=False)
+  finite = np.isfinite(values)
+  if not finite.all():
+    values = values.copy()
+    bad |= ~finite & ~empty
+    values[bad] = np.nan
+  elif not values.flags.writeable:
+    values = values.copy()
+  return values, empty, bad
+
+
+def integers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+  """(int64 values, -1 for empty; not-an-integer mask) of a string column."""
+  try:
+    values = pc.cast(column, pa.int64())
+    bad = np.zeros(len(column), bool)
+  except pa.ArrowInvalid:
+    ok = pc.fill_null(pc.match_substring_regex(column, _INTEGER_RE), False)
+    values = pc.cast(pc.if_else(ok, column, pa.scalar(None, STRING)), pa.int64())
+    bad = ~ok.to_numpy(zero_copy_only=False) & ~null_mask(column)
+  return pc.fill_null(values, -1).to_numpy(zero_copy_only=False).astype(np.int64), bad
+
+
+def dictionary_codes(column: pa.Array, lookup: Callable[[str], int]) -> np.ndarray:
+  """Codes of a dictionary column through `lookup` of its (few) distinct values; -2 = empty."""
+  mapping = np.fromiter((lookup(v) for v in column.dictionary.to_pylist()), np.int64,
+                        len(column.dictionary))
+  return np.append(mapping, -2)[indices(column)]
+
+
+def as_dictionary(column: pa.Array) -> pa.Array:
+  return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+
+
+class Vocab:
+  """MID or Source vocabulary: a LabelMap's fixed order, or first-seen order across chunks.
+
+  With `strip`, values are looked up without surrounding spaces (prediction files).
+  """
+
+  def __init__(self, label_map=None, strip: bool = False):
+    self.fixed = label_map is not None
+    self.items: tuple = tuple(label_map.mids) if self.fixed else ()
+    self._index = {m: i for i, m in enumerate(self.items)}
+    self._strip = strip
+
+  def lookup(self, value: str) -> int:
+    if self._strip:
+      value = value.strip()
+    index = self._index.get(value)
+    if index is None:
+      if self.fixed:
+        return -1
+      index = self._index[value] = len(self._index)
+      self.items += (value,)
+    return index
+
+  def codes(self, column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes with -1 for empty or unknown, empty mask, unknown mask)."""
+    codes = dictionary_codes(as_dictionary(column), self.lookup)
+    empty, unknown = codes == -2, codes == -1
+    codes[empty] = -1
+    return codes.astype(np.int32), empty, unknown
+
+
+def check_image_ids(batch: dict, checks: Checks, name: str = "ImageID") -> np.ndarray:
+  """uint64 keys of the ImageID column; adds blank lines, empty and malformed ImageIDs."""
+  column = batch[name]
+  keys, bad = image_ids.column_keys(column)
+  empty = null_mask(column)
+  if empty.any():
+    blank = empty.copy()
+    for other in batch.values():
+      blank &= null_mask(other)
+    checks.add("blank line", "row", blank, lambda row: "no values")
+    checks.add(f"missing {name}", name, empty & ~blank, lambda row: "empty")
+  checks.add(f"bad {name}", name, bad & ~empty, describe(column, "is not 16 hex digits"))
+  return keys
+
+
+def check_mids(batch: dict, vocab: Vocab, checks: Checks) -> np.ndarray:
+  column = batch["LabelName"]
+  codes, empty, unknown = vocab.codes(column)
+  checks.add("missing LabelName", "LabelName", empty, lambda row: "empty")
+  checks.add("unknown MID", "LabelName", unknown, describe(column, "is not in the label map"))
+  return codes
+
+
+def check_fraction(batch: dict, name: str, checks: Checks, default: float) -> np.ndarray:
+  """A number in [0, 1] (Confidence); `default` where absent or empty (NaN: empty is an error)."""
+  if name not in batch:
+    return np.full(checks.n, default, np.float32)
+  column = batch[name]
+  values, empty, bad = floats(column)
+  checks.add(f"bad {name}", name, bad, describe(column, "is not a number"))
+  if np.isnan(default):
+    checks.add(f"missing {name}", name, empty, lambda row: "empty")
+  elif empty.any():
+    values[empty] = default
+  outside = (values < 0) | (values > 1)  # NaN compares False.
+  checks.add(f"{name} outside [0, 1]", name, outside, describe(column, "is outside [0, 1]"))
+  return values
+
+
+def source_codes(batch: dict, vocab: Vocab, n: int) -> np.ndarray:
+  if "Source" not in batch:
+    return np.full(n, -1, np.int8)
+  return vocab.codes(batch["Source"])[0].astype(np.int8)
+
+
+def text(batch: dict, name: str) -> np.ndarray:
+  """Object array of str, '' when empty; a dictionary column's rows share its str objects."""
+  column = batch[name]
+  if pa.types.is_dictionary(column.type):
+    values = np.array(column.dictionary.to_pylist() + [""], object)
+    return values[indices(column)]
+  return pc.fill_null(column, "").to_numpy(zero_copy_only=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Header.
+
+
+def read_header(path) -> list[str]:
+  """The header's column names as written (a BOM removed); an empty file is an error."""
+  with open(path, "rb") as f:
+    first = f.readline()
+  line = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+  if not line.strip():
+    raise AnnotationError(path, 1, "header", "empty file: no header line")
+  if _stray_field(line.encode()) is not None:
+    raise AnnotationError(path, 1, "header", f"{STRAY_QUOTE}: {line[:80]!r}")
+  return next(csv.reader([line]))
+
+
+def columns(path, fmt: Format, wanted: Sequence[str] | None = None) -> dict[str, str]:
+  """{name as written in the header: column name} of the columns to read; missing required raise.
+
+  Header names are matched without surrounding spaces. `wanted` narrows the columns read (a
+  projection); required columns outside it need not be present.
+  """
+  header = read_header(path)
+  names = {raw_name.strip(): raw_name for raw_name in header}
+  required = fmt.required if wanted is None else tuple(n for n in fmt.required if n in wanted)
+  for name in required:
+    if name not in names:
+      raise AnnotationError(path, 1, name, f"required column missing from the {fmt.name} header "
+                            f"{','.join(header)}")
+  clicks = [name for name in fmt.all_or_none if name in names]
+  if clicks and len(clicks) < len(fmt.all_or_none):
+    missing = [name for name in fmt.all_or_none if name not in names]
+    raise AnnotationError(path, 1, missing[0], f"column missing: the header has {clicks[0]} but "
+                          f"not {','.join(missing)}")
+  readable = fmt.required + fmt.optional + fmt.all_or_none
+  if wanted is not None:
+    readable = tuple(n for n in readable if n in wanted)
+  return {names[name]: name for name in readable if name in names}
+
+
+# ------------------------------------------------------------------------------------------------
+# The quote guard.
+
+# One field as pyarrow reads it: quoted ("" is a quote inside; text after the closing quote is
+# kept), or unquoted (a quote inside it is an ordinary character), or empty.
+_FIELD = rb'(?:"(?:[^"]|"")*+"[^,\r\n]*+|[^,"\r\n][^,\r\n]*+|)'
+_RECORD = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*+\r?")
+_FIELD_AT = re.compile(_FIELD + rb"(?:(,)|\r?\Z)")
+
+
+def _stray_field(record: bytes) -> int | None:
+  """Index of the field whose quote does not close in `record`; None when the record is sound.
+
+  A record is unsound exactly when a field opens with a quote that is still open at its end.
+  """
+  if _RECORD.fullmatch(record):
+    return None
+  pos = field = 0
+  while True:
+    match = _FIELD_AT.match(record, pos)
+    if match is None or not match.group(1):
+      return field
+    pos, field = match.end(), field + 1
+
+
+def _num_fields(record: bytes) -> int:
+  """Fields of a sound record."""
+  pos = fields = 0
+  while True:
+    match = _FIELD_AT.match(record, pos)
+    fields += 1
+    if match is None or not match.group(1):
+      return fields
+    pos = match.end()
+
+
+@dataclasses.dataclass
+class _Guarded:
+  """A segment after the guard: its bytes, and byte offsets of its stray and multi-line records."""
+
+  data: bytes
+  strays: list  # (line start offset, field index, line text)
+  multiline: list  # (record start offset, newlines inside the record)
+  has_quotes: bool
+
+
+def _guard(data: bytes, num_fields: int, multiline: bool, more: Callable[[], bytes]) -> _Guarded:
+  """Neutralizes every line whose quote does not close (see the module docstring).
+
+  `more()` returns the next line of the file (b"" at its end): a multi-line record may need it.
+  """
+  pos = data.find(b'"')
+  if pos < 0:
+    return _Guarded(data, [], [], False)
+  pieces, strays, spans = [], [], []
+  copied = 0
+  marker = b"," * (num_fields - 1)
+  while pos >= 0:
+    start = data.rfind(b"\n", 0, pos) + 1
+    end = data.find(b"\n", pos)
+    end = len(data) if end < 0 else end
+    line = data[start:end]
+    field = _stray_field(line)
+    if field is None:
+      pos = data.find(b'"', end)
+      continue
+    if multiline:
+      record_end, data = _extend_record(data, start, end, num_fields, more)
+      if record_end is not None:
+        spans.append((start, data.count(b"\n", start, record_end)))
+        pos = data.find(b'"', record_end)
+        continue
+    text = line.rstrip(b"\r")
+    pieces += [data[copied:start], marker + line[len(text):]]
+    copied = end
+    strays.append((start, field, text.decode("utf-8", "replace")))
+    pos = data.find(b'"', end)
+  pieces.append(data[copied:])
+  return _Guarded(b"".join(pieces), strays, spans, True)
+
+
+def _extend_record(data: bytes, start: int, end: int, num_fields: int,
+                   more: Callable[[], bytes]) -> tuple[int | None, bytes]:
+  """(end of a sound record of `num_fields` fields spanning lines from `start`, or None; data)."""
+  while end - start <= _MAX_RECORD_BYTES:
+    if end + 1 >= len(data):
+      line = more()
+      if not line:
+        return None, data
+      data += line
+    end = data.find(b"\n", end + 1)
+    end = len(data) if end < 0 else end
+    record = data[start:end]
+    if _RECORD.fullmatch(record):
+      return (end if _num_fields(record) == num_fields else None), data
+  return None, data
+
+
+# ------------------------------------------------------------------------------------------------
+# The streaming engine.
+
+
+@dataclasses.dataclass
+class Chunk:
+  """One segment's kept rows, and each kept row's physical line (computed on demand)."""
+
+  table: object
+  records: np.ndarray  # int64 record number (header = 1) of each kept row
+  lines: "_LineMap"
+
+  def line(self, kept_row: int) -> int:
+    return self.lines.line(int(self.records[kept_row]))
+
+
+class _LineMap:
+  """Record number -> physical line: records that span lines shift every later record."""
+
+  def __init__(self):
+    self._at: list[int] = []  # records spanning lines, ascending
+    self._cumulative: list[int] = []  # newlines inside them, cumulative
+
+  def add(self, record: int, newlines: int) -> None:
+    self._at.append(record)
+    self._cumulative.append((self._cumulative[-1] if self._cumulative else 0) + newlines)
+
+  def line(self, record: int) -> int:
+    if not self._at:
+      return int(record)
+    before = int(np.searchsorted(self._at, record, side="left"))
+    return int(record + (self._cumulative[before - 1] if before else 0))
+
+
+class _Stream:
+  """Reads one file segment by segment and turns each into a validated table chunk."""
+
+  def __init__(self, path, fmt: Format, context: dict, strict: bool, report: ReadReport,
+               chunk_bytes: int, wanted: Sequence[str] | None = None):
+    self.path, self.fmt, self.context, self.strict = str(path), fmt, context, strict
+    self.report = report
+    if not report.path:
+      report.path = self.path
+    self.header = read_header(path)
+    self.names = columns(path, fmt, wanted)  # as written -> canonical
+    self.chunk_bytes = max(int(chunk_bytes), 1)
+    self.lines = _LineMap()
+
+  def __iter__(self) -> Iterator[Chunk]:
+    yielded = False
+    with open(self.path, "rb") as f:
+      f.readline()  # The header.
+      record = 2  # Of the segment's first row.
+      while True:
+        data = f.read(self.chunk_bytes)
+        if not data:
+          break
+        if not data.endswith(b"\n"):
+          data += f.readline()
+        guarded = _guard(data, len(self.header), self.fmt.multiline, f.readline)
+        chunk, records = self._segment(guarded, record)
+        record += records
+        if len(chunk.table) or not yielded:
+          yielded = True
+          yield chunk
+    if not yielded:
+      yield self._segment(_Guarded(b"", [], [], False), record)[0]
+
+  def _types(self, typed: bool) -> dict:
+    types = {}
+    for raw_name, name in self.names.items():
+      types[raw_name] = DICT if name in self.fmt.dictionary else STRING
+      if typed and name in self.fmt.numeric:
+        types[raw_name] = self.fmt.numeric[name]
+    return types
+
+  def _parse(self, guarded: _Guarded, typed: bool, invalid: list) -> pa.RecordBatch:
+    def on_invalid(row) -> str:
+      if row.number is None:
+        return "error"  # Threads cannot number rows: the segment is parsed again exactly.
+      invalid.append((row.number, row.text, row.expected_columns, row.actual_columns))
+      return "skip"
+
+    table = pa_csv.read_csv(
+        pa.py_buffer(guarded.data),
+        read_options=pa_csv.ReadOptions(use_threads=typed, block_size=_BLOCK_BYTES,
+                                        column_names=self.header),
+        parse_options=pa_csv.ParseOptions(
+            quote_char='"' if guarded.has_quotes else False,
+            newlines_in_values=self.fmt.multiline and bool(guarded.multiline),
+            ignore_empty_lines=False, invalid_row_handler=on_invalid),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=self._types(typed), include_columns=list(self.names),
+            strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True))
+    table = table.combine_chunks()
+    arrays = [column.chunk(0) if column.num_chunks else pa.array([], column.type)
+              for column in table.columns]
+    names = [self.names[raw_name] for raw_name in table.column_names]
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+  def _segment(self, guarded: _Guarded, first_record: int) -> tuple[Chunk, int]:
+    """The segment's chunk, and how many records it held."""
+    invalid: list = []
+    try:
+      batch = self._parse(guarded, True, invalid) if guarded.data else self._empty_batch()
+    except pa.ArrowInvalid:
+      invalid.clear()
+      try:
+        batch = self._parse(guarded, False, invalid)
+      except pa.ArrowInvalid as e:
+        raise AnnotationError(self.path, self.lines.line(first_record), "file",
+                              f"CSV parse error: {e}") from None
+    n = batch.num_rows
+    for offset, newlines in guarded.multiline:
+      self.lines.add(_record_at(guarded, first_record, offset), newlines)
+    # Record number of each returned row: rows pyarrow rejected hold numbers too.
+    rejected = np.asarray([number for number, *_ in invalid], np.int64) - 1
+    thresholds = rejected - np.arange(len(rejected))
+    rows = np.arange(n, dtype=np.int64)
+    records = first_record + rows + np.searchsorted(thresholds, rows, side="right")
+    checks = Checks(n)
+    self._add_strays(guarded, first_record, records, checks)
+    table = self.fmt.build(dict(zip(batch.schema.names, batch.columns)), checks, self.context)
+    invalid = [(first_record + number - 1, *rest) for number, *rest in invalid]
+    if self.strict:
+      self._raise_first(checks, records, invalid)
+    self._count(checks, records, invalid)
+    bad = checks.bad()
+    bad_units = checks.bad_units(bad)
+    if bad_units is None:
+      keep = np.flatnonzero(~bad)
+      kept_records = records[keep]
+    else:
+      keep = np.flatnonzero(~bad_units)
+      kept_records = records[checks.unit_rows[keep]]
+    self.report.rows_read += n + len(invalid)
+    self.report.rows_kept += int(n - bad.sum())
+    for change, changed in checks.adjusted:
+      self.report.adjusted[change] += int((changed & ~bad).sum())
+    if len(keep) < len(table):
+      table = table.take(keep)
+    return Chunk(table, kept_records, self.lines), n + len(invalid)
+
+  def _add_strays(self, guarded: _Guarded, first_record: int, records: np.ndarray,
+                  checks: Checks) -> None:
+    if not guarded.strays:
+      return
+    mask = np.zeros(checks.n, bool)
+    messages = {}
+    for offset, field, line in guarded.strays:
+      record = _record_at(guarded, first_record, offset)
+      row = int(np.searchsorted(records, record))
+      mask[row] = True
+      name = self.header[field].strip() if field < len(self.header) else "row"
+      messages[row] = (name, f"{STRAY_QUOTE} in field {name!r}: {line[:80]!r}")
+    # One check per field named, so strict mode and examples say which field.
+    for name in dict.fromkeys(field for field, _ in messages.values()):
+      rows = np.asarray([r for r, (f, _) in messages.items() if f == name])
+      field_mask = np.zeros(checks.n, bool)
+      field_mask[rows] = True
+      checks.add(STRAY_QUOTE, name, field_mask, lambda row: messages[row][1])
+
+  def _empty_batch(self) -> pa.RecordBatch:
+    arrays = [pa.array([], DICT if name in self.fmt.dictionary else STRING)
+              for name in self.names.values()]
+    return pa.RecordBatch.from_arrays(arrays, names=list(self.names.values()))
+
+  def _first_unit(self, mask: np.ndarray, unit_rows) -> tuple[int, int]:
+    unit = int(np.flatnonzero(mask)[0])
+    return unit, (unit if unit_rows is None else int(unit_rows[unit]))
+
+  def _raise_first(self, checks: Checks, records: np.ndarray, invalid: list) -> None:
+    """Strict mode: raises for the segment's earliest bad row."""
+    best = None  # (record, field, message)
+    for _, field, mask, describe_row, unit_rows in checks.items:
+      unit, row = self._first_unit(mask, unit_rows)
+      if best is None or records[row] < best[0]:
+        best = (int(records[row]), field, describe_row(unit))
+    if invalid and (best is None or invalid[0][0] < best[0]):
+      record, line, expected, actual = invalid[0]
+      best = (record, "row", _wrong_fields(line, expected, actual))
+    if best is not None:
+      raise AnnotationError(self.path, self.lines.line(best[0]), best[1], best[2])
+
+  def _count(self, checks: Checks, records: np.ndarray, invalid: list) -> None:
+    """Lenient mode: counts each bad row (or unit) under its first failing check, with examples."""
+    taken = np.zeros(checks.n, bool)
+    taken_units = None
+    for reason, field, mask, describe_row, unit_rows in checks.items:
+      if unit_rows is None:
+        units = np.flatnonzero(mask & ~taken)
+        taken |= mask
+      else:
+        if taken_units is None:
+          taken_units = np.zeros(len(unit_rows), bool)
+        units = np.flatnonzero(mask & ~taken_units & ~taken[unit_rows])
+        taken_units |= mask
+      if not len(units):
+        continue
+      examples = []
+      for unit in units[:self.report.wants_examples(reason)]:
+        row = unit if unit_rows is None else unit_rows[unit]
+        examples.append(f"{self.path}:{self.lines.line(int(records[row]))}: {field}: "
+                        f"{describe_row(int(unit))}")
+      self.report.skip(reason, len(units), examples)
+    for record, line, expected, actual in invalid:
+      example = []
+      if self.report.wants_examples(WRONG_FIELDS):
+        example = [f"{self.path}:{self.lines.line(record)}: row: "
+                   f"{_wrong_fields(line, expected, actual)}"]
+      self.report.skip(WRONG_FIELDS, 1, example)
+
+
+def _record_at(guarded: _Guarded, first_record: int, offset: int) -> int:
+  """Record number of the line starting at byte `offset` of a segment."""
+  inside = sum(newlines for start, newlines in guarded.multiline if start < offset)
+  return first_record + guarded.data.count(b"\n", 0, offset) - inside
+
+
+def _wrong_fields(line: str, expected: int, actual: int) -> str:
+  return f"expected {expected} fields, found {actual}: {line[:80]!r}"
+
+
+def chunks(path, fmt: Format, context: dict, strict: bool, report: ReadReport | None,
+           chunk_bytes: int, wanted: Sequence[str] | None = None) -> Iterator[Chunk]:
+  """Validated chunks of a file; logs a summary when rows were skipped and no report was passed.
+
+  Args:
+    path: the CSV.
+    fmt: its kind.
+    context: passed to `fmt.build` (vocabularies, options).
+    strict: raise AnnotationError at the first bad row instead of skipping it.
+    report: a ReadReport to add counts to (otherwise skips are logged as a warning).
+    chunk_bytes: segment size; bounds memory.
+    wanted: columns to read (a projection); None reads every column the format knows.
+  """
+  own = report is None
+  report = ReadReport(str(path)) if own else report
+  yield from _Stream(path, fmt, context, strict, report, chunk_bytes, wanted)
+  if own and report.skipped:
+    logger.warning("%s", report.summary())
