@@ -21,8 +21,18 @@ INSTALL_REQUIRES = [
 # Beam 2.77 caps pillow < 13, protobuf < 7 and pyarrow < 26; the ranges above admit those.
 BEAM = "apache-beam==2.77.0"
 
+# The data tools (oi_models/tools): S3 downloads, DuckDB and PostgreSQL.
+TOOLS = [
+    "boto3>=1.34,<2",
+    "urllib3>=1.26,<3",
+    "duckdb>=1.1,<3",
+    "psycopg[binary]>=3.1,<4",
+]
+
 EXTRAS_REQUIRE = {
     "test": [
+        *TOOLS,
+        "moto[server]>=5,<6",  # A real S3 API on loopback for the downloader's tests.
         "pytest>=8,<10",
         "pytest-xdist>=3.5,<4",
         "scikit-learn>=1.4,<2",
@@ -32,11 +42,13 @@ EXTRAS_REQUIRE = {
     ],
     "beam": [BEAM],  # Full-scale TFDS builds on Dataflow, Spark or Flink.
     "plots": ["matplotlib>=3.7,<4"],
+    "tools": TOOLS,
 }
 
 CONSOLE_SCRIPTS = [
     "oi-build-dataset=oi_models.data.build:run",
     "oi-demo=oi_models.demo:run",
+    "oi-download=oi_models.tools.download:run",
     "oi-evaluate=oi_models.evaluation.cli:run",
     "oi-make-sample=oi_models.data.make_sample:run",
 ]
@@ -46,6 +58,7 @@ setuptools.setup(
     version="0.1.0",
     description=__doc__,
     packages=setuptools.find_packages(include=["oi_models", "oi_models.*"]),
+    package_data={"oi_models.tools": ["data/*.tsv"]},
     python_requires=">=3.10,<3.13",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
