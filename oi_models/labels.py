@@ -23,22 +23,28 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from oi_models.io.errors import AnnotationError
+
 ROOT_MID = "/m/0bl9f"
 _MID_RE = re.compile(r"^/[mg]/[0-9a-z_]+$")
-
-
-class LabelFileError(ValueError):
-  """A class list, label map or hierarchy file is malformed; says which file, line and field."""
-
-  def __init__(self, path, line, field, message):
-    self.path, self.line, self.field = str(path), line, field
-    where = f"{path}:{line}" if line is not None else str(path)
-    super().__init__(f"{where}: field {field!r}: {message}")
+# The header words of the official class-descriptions files (V6/V7 `LabelName,DisplayName`); the older
+# files have no header.
+_CLASS_LIST_HEADERS = ({"labelname", "mid"}, {"displayname"})
+# Label-map text format: quoted strings may hold braces, colons and escaped quotes.
+_PBTXT_STRING = r"\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*'"
+_PBTXT_ITEM = re.compile(r"\bitem\s*\{((?:" + _PBTXT_STRING + r"|[^{}\"'])*)\}")
+_PBTXT_FIELD = re.compile(r"(\w+)\s*:\s*(" + _PBTXT_STRING + r"|[-+\w.]+)")
 
 
 def is_mid(text: str) -> bool:
   """True for an Open Images / Freebase machine ID such as `/m/01g317` or `/g/11bc5rm8n_`."""
   return bool(_MID_RE.match(text))
+
+
+def _is_header(row: Sequence[str]) -> bool:
+  """A `LabelName,DisplayName` (or `MID,DisplayName`) row; a malformed MID is an error, not a header."""
+  first, second = _CLASS_LIST_HEADERS
+  return len(row) == 2 and row[0].strip().lower() in first and row[1].strip().lower() in second
 
 
 def _read_text(path) -> str:
@@ -85,38 +91,62 @@ class LabelMap:
     for line, row in enumerate(rows, start=1):
       if not row or (len(row) == 1 and not row[0].strip()):
         continue
-      if line == 1 and not is_mid(row[0].strip()):
-        continue  # A header such as `LabelName,DisplayName`.
+      if line == 1 and _is_header(row):
+        continue
       if len(row) < 2:
-        raise LabelFileError(path, line, "DisplayName", f"missing (row has {len(row)} field)")
+        raise AnnotationError(path, line, "DisplayName", f"missing (row has {len(row)} field)")
       mid = row[0].strip()
       if not is_mid(mid):
-        raise LabelFileError(path, line, "LabelName", f"{mid!r} is not a MID")
+        raise AnnotationError(path, line, "LabelName", f"{mid!r} is not a MID")
       pairs.append((mid, ",".join(row[1:]) if len(row) > 2 else row[1]))
     try:
       return cls.from_pairs(pairs)
     except ValueError as e:
-      raise LabelFileError(path, None, "LabelName", str(e)) from None
+      raise AnnotationError(path, None, "LabelName", str(e)) from None
 
   @classmethod
   def from_pbtxt(cls, path) -> "LabelMap":
-    """Reads a TF Object Detection API label map (`item { name: id: display_name: }`), ordered by id."""
+    """Reads a TF Object Detection API label map (`item { name: id: display_name: }`), ordered by id.
+
+    Strings are protobuf text format: UTF-8, or escaped (`\\303\\252` octal bytes, as
+    `text_format` writes non-ASCII by default; `\\"`, `\\n`, `\\x..`); both decode to the same name.
+    """
+    from google.protobuf import text_encoding  # pylint: disable=g-import-not-at-top
+
     text = _read_text(path)
-    items = []
-    for match in re.finditer(r"item\s*\{(.*?)\}", text, flags=re.S):
-      body = match.group(1)
-      line = text.count("\n", 0, match.start()) + 1
-      fields = dict(re.findall(r"(\w+)\s*:\s*(\"(?:[^\"\\]|\\.)*\"|'[^']*'|[-\w]+)", body))
+    items, seen = [], {}
+    line, counted = 1, 0
+    for match in _PBTXT_ITEM.finditer(text):
+      line += text.count("\n", counted, match.start())
+      counted = match.start()
+      fields = {key: value for key, value in _PBTXT_FIELD.findall(match.group(1))}
       for key in ("name", "id"):
         if key not in fields:
-          raise LabelFileError(path, line, key, "missing in item")
-      name = fields["name"].strip("\"'")
-      display = fields.get("display_name", fields["name"]).strip("\"'")
-      items.append((int(fields["id"]), name, display.encode().decode("unicode_escape")))
+          raise AnnotationError(path, line, key, "missing in item")
+      try:
+        item_id = int(fields["id"])
+      except ValueError:
+        raise AnnotationError(path, line, "id", f"{fields['id']!r} is not an integer") from None
+      if item_id in seen:
+        raise AnnotationError(path, line, "id", f"{item_id} appears twice (also at line {seen[item_id]})")
+      seen[item_id] = line
+      strings = []
+      for key in ("name", "display_name"):
+        raw = fields.get(key, fields["name"])
+        if raw[:1] in "\"'":
+          raw = raw[1:-1]
+        try:
+          strings.append(text_encoding.CUnescape(raw).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+          raise AnnotationError(path, line, key, f"not UTF-8 text: {e}") from None
+      items.append((item_id, *strings))
     if not items:
-      raise LabelFileError(path, None, "item", "no items found")
+      raise AnnotationError(path, None, "item", "no items found")
     items.sort()
-    return cls.from_pairs([(mid, display) for _, mid, display in items])
+    try:
+      return cls.from_pairs([(mid, display) for _, mid, display in items])
+    except ValueError as e:
+      raise AnnotationError(path, None, "name", str(e)) from None
 
   @classmethod
   def from_file(cls, path) -> "LabelMap":
@@ -185,12 +215,23 @@ class ExpansionTable:
 
 
 class Hierarchy:
-  """The Open Images class hierarchy: a DAG of is-a (`Subcategory`) edges, plus `Part` edges."""
+  """The Open Images class hierarchy: a DAG of is-a (`Subcategory`) edges, plus `Part` edges.
+
+  The constructor checks the structure (objects with a string `LabelName`, `Subcategory` and `Part`
+  lists of objects) and that the is-a edges have no cycle, even one through several branches (A under
+  B in one place, B under A in another); each is an `AnnotationError` naming the MIDs. Whether the
+  MIDs fit a class list is `validate_hierarchy`'s job.
+  """
 
   def __init__(self, tree: Mapping, path: str | os.PathLike | None = None):
+    self.path = None if path is None else str(path)
+    where = path or "<hierarchy>"
+    if not isinstance(tree, Mapping):
+      raise AnnotationError(where, None, "LabelName", "the top level must be an object "
+                            f'{{"LabelName": ..., "Subcategory": [...]}}, got a {type(tree).__name__}')
     self.root = tree.get("LabelName")
-    if self.root is None:
-      raise LabelFileError(path or "<hierarchy>", None, "LabelName", "the top node has none")
+    if not isinstance(self.root, str):
+      raise AnnotationError(where, None, "LabelName", "the top node has none")
     self._parents: dict[str, set[str]] = {self.root: set()}
     self._children: dict[str, list[str]] = {}
     self._parts: dict[str, list[str]] = {}
@@ -199,33 +240,55 @@ class Hierarchy:
       node, trail = stack.pop()
       mid = node.get("LabelName")
       if not isinstance(mid, str):
-        raise LabelFileError(path or "<hierarchy>", None, "LabelName",
-                             f"missing under {' > '.join(trail) or 'the root'}")
-      if mid in trail:
-        raise LabelFileError(path or "<hierarchy>", None, "Subcategory",
-                             f"cycle: {' > '.join(trail + (mid,))}")
+        raise AnnotationError(where, None, "LabelName",
+                              f"missing under {' > '.join(trail) or 'the root'}")
       self._parents.setdefault(mid, set())
-      for child in node.get("Subcategory", ()):
-        child_mid = child.get("LabelName")
-        self._parents.setdefault(child_mid, set()).add(mid)
-        kids = self._children.setdefault(mid, [])
-        if child_mid not in kids:
-          kids.append(child_mid)
-        stack.append((child, trail + (mid,)))
-      for part in node.get("Part", ()):
-        part_mid = part.get("LabelName")
-        if part_mid not in self._parts.setdefault(mid, []):
-          self._parts[mid].append(part_mid)
-        # A part may have its own subtree; its is-a edges count like any other.
-        stack.append((part, trail + (mid,)))
+      for key, edges in (("Subcategory", self._children), ("Part", self._parts)):
+        entries = node.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+          raise AnnotationError(where, None, key, f"under {' > '.join(trail + (mid,))}: must be a "
+                                f"list of objects, got {json.dumps(entries)[:80]}")
+        for entry in entries:
+          stack.append((entry, trail + (mid,)))
+          entry_mid = entry.get("LabelName")
+          if not isinstance(entry_mid, str):
+            continue  # reported with its trail when the entry is popped
+          listed = edges.setdefault(mid, [])
+          if entry_mid not in listed:
+            listed.append(entry_mid)
+          if key == "Subcategory":
+            self._parents.setdefault(entry_mid, set()).add(mid)
+          # A part may have its own subtree; its is-a edges count like any other.
+    self._check_acyclic(where)
     self._ancestors_cache: dict[str, frozenset[str]] = {}
+
+  def _check_acyclic(self, where) -> None:
+    """Raises AnnotationError with one cycle of is-a edges, if any (iterative depth-first search)."""
+    state = dict.fromkeys(self._parents, 0)  # 0 unseen, 1 on the current path, 2 done
+    for start in self._parents:
+      if state[start]:
+        continue
+      path, iters = [start], [iter(self._children.get(start, ()))]
+      state[start] = 1
+      while path:
+        child = next(iters[-1], None)
+        if child is None:
+          state[path.pop()] = 2
+          iters.pop()
+        elif state[child] == 1:
+          cycle = path[path.index(child):] + [child]
+          raise AnnotationError(where, None, "Subcategory", f"cycle: {' > '.join(cycle)}")
+        elif state[child] == 0:
+          state[child] = 1
+          path.append(child)
+          iters.append(iter(self._children.get(child, ())))
 
   @classmethod
   def from_json(cls, path) -> "Hierarchy":
     try:
       tree = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
-      raise LabelFileError(path, e.lineno, "json", e.msg) from None
+      raise AnnotationError(path, e.lineno, "json", e.msg) from None
     return cls(tree, path)
 
   @property
@@ -288,10 +351,47 @@ class Hierarchy:
     return self._table(label_map, self.descendants)
 
 
+def validate_hierarchy(hierarchy, label_map: LabelMap, path=None) -> Hierarchy:
+  """Checks that a hierarchy belongs with a class list; returns it as a Hierarchy.
+
+  A hierarchy and a class list fit when one's MIDs lie within the other's: a class list may be a subset
+  of the hierarchy's classes (the Challenge's 500 under the 600-class tree, or a few chosen classes),
+  or the hierarchy may cover only some of the list (the box tree under all 19,995 image-level
+  classes). When each holds MIDs the other lacks, the pair is from different releases or files, or
+  has a typo, and expansion would silently do nothing for those classes: an AnnotationError names the
+  hierarchy's MIDs that the class list does not know (and the list's that the hierarchy lacks).
+  Structure and cycles are checked by `Hierarchy` itself.
+
+  Args:
+    hierarchy: a Hierarchy, the parsed JSON (a dict), or the path of a hierarchy JSON.
+    label_map: the class list.
+    path: the file the hierarchy came from, for messages (taken from `hierarchy` when it is a path).
+  """
+  if isinstance(hierarchy, Hierarchy):
+    path = path or hierarchy.path
+  elif isinstance(hierarchy, Mapping) or not isinstance(hierarchy, (str, os.PathLike)):
+    hierarchy = Hierarchy(hierarchy, path)
+  else:
+    path = hierarchy
+    hierarchy = Hierarchy.from_json(path)
+  mids = set(hierarchy.mids) - {hierarchy.root}
+  unknown = sorted(mids - set(label_map.mids))
+  absent = sorted(set(label_map.mids) - mids)
+  if unknown and absent:
+    listed = lambda found: ", ".join(found[:8]) + (f" and {len(found) - 8:,} more" if len(found) > 8 else "")
+    raise AnnotationError(
+        path or "<hierarchy>", None, "LabelName",
+        f"{len(unknown):,} of its {len(mids):,} MIDs are not in the class list ({len(label_map):,} "
+        f"classes): {listed(unknown)}; and {len(absent):,} classes of the list are not in the "
+        f"hierarchy: {listed(absent)}. Is it the hierarchy of this class list (same release)?")
+  return hierarchy
+
+
 class Expander:
   """Applies the Challenge protocol's hierarchy expansion to index arrays over one LabelMap."""
 
   def __init__(self, hierarchy: Hierarchy, label_map: LabelMap):
+    validate_hierarchy(hierarchy, label_map)  # a mismatched pair would expand nothing, silently
     self.label_map = label_map
     self.up = hierarchy.ancestor_table(label_map)
     self.down = hierarchy.descendant_table(label_map)

@@ -5,7 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from google.protobuf import text_encoding
+
 from oi_models import labels
+from oi_models.io.errors import AnnotationError
 
 
 def _boxable(shared):
@@ -128,7 +131,7 @@ def test_csv_header_bom_quotes_and_crlf(tmp_path):
 def test_csv_errors_name_file_line_and_field(tmp_path, text, line, field):
   path = tmp_path / "bad.csv"
   path.write_text(text)
-  with pytest.raises(labels.LabelFileError) as error:
+  with pytest.raises(AnnotationError) as error:
     labels.LabelMap.from_csv(path)
   assert (error.value.path, error.value.line, error.value.field) == (str(path), line, field)
   assert f"bad.csv:{line}" in str(error.value)
@@ -137,7 +140,7 @@ def test_csv_errors_name_file_line_and_field(tmp_path, text, line, field):
 def test_duplicate_mid_is_an_error(tmp_path):
   path = tmp_path / "dup.csv"
   path.write_text("/m/01,One\n/m/01,Again\n")
-  with pytest.raises(labels.LabelFileError, match="twice"):
+  with pytest.raises(AnnotationError, match="twice"):
     labels.LabelMap.from_csv(path)
 
 
@@ -207,5 +210,97 @@ def test_expansion_of_a_small_dag_by_hand():
 def test_cycle_in_hierarchy_is_an_error():
   tree = {"LabelName": labels.ROOT_MID, "Subcategory": [
       {"LabelName": "/m/a", "Subcategory": [{"LabelName": "/m/a"}]}]}
-  with pytest.raises(labels.LabelFileError, match="cycle"):
+  with pytest.raises(AnnotationError, match="cycle"):
     labels.Hierarchy(tree)
+
+
+def test_cycle_through_several_branches_is_an_error_not_a_recursion_error():
+  # A under B in one branch, B under A in another: no single path of the JSON repeats a MID.
+  tree = {"LabelName": labels.ROOT_MID, "Subcategory": [
+      {"LabelName": "/m/a", "Subcategory": [{"LabelName": "/m/b"}]},
+      {"LabelName": "/m/c", "Subcategory": [{"LabelName": "/m/b", "Subcategory": [
+          {"LabelName": "/m/d", "Subcategory": [{"LabelName": "/m/a"}]}]}]}]}
+  with pytest.raises(AnnotationError, match=r"cycle: (/m/\w > ){3}/m/\w"):
+    labels.Hierarchy(tree)
+
+
+@pytest.mark.parametrize("tree, field", [
+    ([{"LabelName": labels.ROOT_MID}], "LabelName"),
+    ({"LabelName": labels.ROOT_MID, "Subcategory": {"LabelName": "/m/a"}}, "Subcategory"),
+    ({"LabelName": labels.ROOT_MID, "Subcategory": ["/m/a"]}, "Subcategory"),
+    ({"LabelName": labels.ROOT_MID, "Part": {"LabelName": "/m/a"}}, "Part"),
+    ({"LabelName": labels.ROOT_MID, "Subcategory": [{"Subcategory": []}]}, "LabelName"),
+])
+def test_malformed_hierarchy_structure_is_a_clear_error(tmp_path, tree, field):
+  path = tmp_path / "h.json"
+  path.write_text(json.dumps(tree))
+  with pytest.raises(AnnotationError) as error:
+    labels.Hierarchy.from_json(path)
+  assert (error.value.path, error.value.field) == (str(path), field)
+
+
+def test_official_hierarchies_fit_their_class_lists(shared):
+  h600, h500 = _hierarchy600(shared), labels.Hierarchy.from_json(
+      shared("hierarchy", "challenge-2019-label500-hierarchy.json"))
+  for class_list in ("class-descriptions-boxable.csv", "challenge-2019-classes-description-500.csv",
+                     "class-descriptions.csv"):  # equal, a subset, a superset of the MIDs
+    label_map = labels.LabelMap.from_csv(shared("class_lists", class_list))
+    assert labels.validate_hierarchy(h600, label_map) is h600
+  # V4's 545 trainable classes and the Challenge tree: each has MIDs the other lacks.
+  trainable = labels.LabelMap.from_pbtxt(shared("label_maps", "oid_bbox_trainable_label_map.pbtxt"))
+  unknown = sorted(set(h500.mids) - {h500.root} - set(trainable.mids))
+  with pytest.raises(AnnotationError, match=f"{len(unknown)} of its 500 MIDs .*{unknown[0]}"):
+    labels.validate_hierarchy(h500, trainable)
+  with pytest.raises(AnnotationError, match="not in the class list"):
+    labels.Expander(h500, trainable)  # expansion refuses it too
+
+
+def test_hierarchy_with_a_typo_is_an_error_naming_the_mid(tmp_path, shared):
+  text = shared("hierarchy", "challenge-2019-label500-hierarchy.json").read_text()
+  classes = labels.LabelMap.from_csv(shared("class_lists", "challenge-2019-classes-description-500.csv"))
+  mid = classes.mids[7]
+  path = tmp_path / "typo.json"
+  path.write_text(text.replace(f'"{mid}"', f'"{mid}x"'))
+  with pytest.raises(AnnotationError, match=f"typo.json: field 'LabelName': 1 of its 500 MIDs .*{mid}x"):
+    labels.validate_hierarchy(path, classes)
+  assert labels.validate_hierarchy(json.loads(text), classes).root == labels.ROOT_MID
+
+
+def test_non_ascii_names_from_label_maps_in_both_text_format_spellings(tmp_path, shared):
+  """The 363 non-ASCII names of the 19,995 classes survive a label map, UTF-8 or escaped."""
+  classes = labels.LabelMap.from_csv(shared("class_lists", "class-descriptions.csv"))
+  assert sum(not name.isascii() for name in classes.names) == 363
+  assert "Crêpe" in classes.names
+  for as_utf8 in (True, False):
+    path = tmp_path / f"utf8_{as_utf8}.pbtxt"
+    with open(path, "w", encoding="utf-8") as f:
+      for i, (mid, name) in enumerate(zip(classes.mids, classes.names), start=1):
+        escaped = text_encoding.CEscape(name.encode("utf-8"), as_utf8=as_utf8)
+        f.write(f'item {{\n  name: "{mid}"\n  id: {i}\n  display_name: "{escaped}"\n}}\n')
+    assert labels.LabelMap.from_pbtxt(path) == classes
+  assert "\\303\\252" in (tmp_path / "utf8_False.pbtxt").read_text()  # Crêpe's ê, octal
+
+
+def test_pbtxt_items_in_any_order_are_read_by_id(tmp_path, shared):
+  path = shared("label_maps", "oid_v4_label_map.pbtxt")
+  ordered = labels.LabelMap.from_pbtxt(path)
+  items = ["item {" + block for block in path.read_text().split("item {")[1:]]
+  np.random.default_rng(0).shuffle(items)
+  shuffled = tmp_path / "shuffled.pbtxt"
+  shuffled.write_text("".join(items))
+  assert labels.LabelMap.from_pbtxt(shuffled) == ordered
+  duplicate = tmp_path / "duplicate.pbtxt"
+  duplicate.write_text(items[0] + items[1].replace(items[1].split("id: ")[1].split()[0],
+                                                   items[0].split("id: ")[1].split()[0], 1))
+  with pytest.raises(AnnotationError, match="duplicate.pbtxt:.* field 'id': .* appears twice"):
+    labels.LabelMap.from_pbtxt(duplicate)
+
+
+@pytest.mark.parametrize("header", ["LabelName,DisplayName", "MID,DisplayName"])
+def test_only_the_official_header_words_make_a_header(tmp_path, header):
+  path = tmp_path / "classes.csv"
+  path.write_text(f"{header}\n/m/01,One\n")
+  assert labels.LabelMap.from_csv(path).mids == ("/m/01",)
+  path.write_text("/m/0 1,One\n/m/02,Two\n")  # a malformed first MID is not a header
+  with pytest.raises(AnnotationError, match="classes.csv:1: field 'LabelName'"):
+    labels.LabelMap.from_csv(path)

@@ -83,7 +83,7 @@ def main(argv) -> int:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     return _evaluate()
-  except (OSError, ValueError) as error:  # AnnotationError and LabelFileError are ValueErrors.
+  except (OSError, ValueError) as error:  # AnnotationError is a ValueError.
     # A missing file or a bad row (file:line: field: ...) is the user's to fix: say it in one line.
     sys.exit(f"oi-evaluate: {error}")
 
