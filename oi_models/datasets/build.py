@@ -30,7 +30,8 @@ flags.DEFINE_string("config", "v6_max1024", "Config <release>_<policy>: release 
 flags.DEFINE_list("classes", [], "Keep only these classes (MIDs or display names, comma-separated); "
                   "images without any of them are dropped.")
 flags.DEFINE_integer("max_images_per_split", None, "Build at most this many images per split (the "
-                     "smallest ImageIDs).")
+                     "smallest ImageIDs among those that qualify); at least 1. Default: all.",
+                     lower_bound=1)
 flags.DEFINE_bool("with_machine_labels", False, "Add the machine-generated image-level labels "
                   "(`machine_labels`).")
 flags.DEFINE_enum("file_format", "tfrecord", ["tfrecord", "array_record"], "Shard file format; "
@@ -51,8 +52,9 @@ def main(argv):
   parsed = builder.parse_config_name(FLAGS.config)
   if parsed is None:
     raise app.UsageError(f"--config {FLAGS.config!r} is not <release>_<policy>")
+  limit = FLAGS.max_images_per_split
   config = builder.make_config(parsed.release, parsed.image_policy, tuple(FLAGS.classes),
-                               FLAGS.max_images_per_split or parsed.max_images_per_split,
+                               parsed.max_images_per_split if limit is None else limit,
                                FLAGS.with_machine_labels or parsed.with_machine_labels)
   beam_kwargs = {}
   if FLAGS.beam_runner or FLAGS.beam_options:
@@ -68,9 +70,9 @@ def main(argv):
   try:
     ds_builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=FLAGS.manual_dir, download_mode=mode, **beam_kwargs))
-  except (FileNotFoundError, AssertionError) as error:
+  except (FileNotFoundError, AssertionError, builder.BuildError) as error:
     # A required file is absent (ours), or manual_dir is empty (TFDS asserts): both messages list
-    # the files needed.
+    # the files needed. Or the class lists or --classes cannot give a dataset: the message says why.
     sys.exit(f"oi-build-dataset: {error}")
   seconds = time.perf_counter() - start
   report = json.loads((ds_builder.data_path / builder.REPORT_FILE).read_text())

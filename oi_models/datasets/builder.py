@@ -22,7 +22,10 @@ config=make_config(...))`), or read back with `tfds.builder_from_directory`.
 - with_machine_labels: adds `machine_labels` (same class list as `image_labels`).
 
 What each split holds: the images of its image-metadata file (`*-images-with-rotation.csv`), or, without
-one, the image files found; rows for other images are counted as `row_for_absent_image`. Nothing is
+one, the image files found (in the official downloader's flat folder of all splits: those with a box or
+a human-verified label in the split's files, see `releases`); rows for other images are counted as
+`row_for_absent_image`. Human-verified labels are 1 (positive) or 0 (verified negative): any other
+Confidence is dropped, counted as `image_labels/dropped/confidence_not_0_or_1`. Nothing is
 dropped without a count: `info.metadata["build_report"]` (also `build_report.json` next to the shards)
 counts per split images listed, written and dropped by reason (missing, corrupt, truncated, ...), images
 changed (rotated, resized, converted), and for boxes and labels rows read, written and dropped by reason,
@@ -63,6 +66,7 @@ REPORT_FILE = "build_report.json"
 _COUNTER_NAMESPACE = "open_images"
 _FLAGS = ("is_occluded", "is_truncated", "is_group_of", "is_depiction", "is_inside")
 _KINDS = ("boxes", "image_labels", "machine_labels")
+_HEADLINE = ("images/listed", "images/written", "boxes/written", "image_labels/written")
 _CITATION = """@article{OpenImages,
   author = {Alina Kuznetsova and Hassan Rom and Neil Alldrin and Jasper Uijlings and Ivan Krasin and
             Jordi Pont-Tuset and Shahab Kamali and Stefan Popov and Matteo Malloci and
@@ -72,6 +76,10 @@ _CITATION = """@article{OpenImages,
   journal = {IJCV},
   year = {2020}
 }"""
+
+
+class BuildError(ValueError):
+  """The download or the options cannot give a dataset (unknown class, empty or bad class list...)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,6 +213,7 @@ class SplitSpec:
   files: Mapping[str, str | None]  # boxes, image_labels, machine_labels, metadata -> path or None.
   image_folder: str | None
   image_tars: tuple[str, ...]
+  shared_folder: bool  # image_folder holds every split's images (the official downloader's).
   image_policy: str
   box_mids: tuple[str, ...]  # The release's boxable class list (reader label map).
   image_mids: tuple[str, ...]  # The release's image-level class list.
@@ -255,7 +264,7 @@ def qualifies(spec: SplitSpec, ann: Mapping[str, dict | None]) -> bool:
   if boxes is not None and np.any(spec.box_remap[boxes["label"]] >= 0):
     return True
   if image_labels is not None:
-    positive = image_labels["confidence"] >= 0.5
+    positive = image_labels["confidence"] == 1
     return bool(np.any((spec.label_remap[image_labels["label"]] >= 0) & positive))
   return False
 
@@ -281,9 +290,14 @@ def _select(kind: str, rows: dict[str, np.ndarray] | None, remap: np.ndarray,
       rows.update(bbox=np.zeros((0, 4), np.float32), **{f: np.zeros(0, np.int8) for f in _FLAGS})
     else:
       rows["confidence"] = np.zeros(0, np.float32)
+  keep = np.ones(len(rows["label"]), bool)
+  if kind == "image_labels":  # Human-verified: 1 or 0; anything else is not a human label.
+    keep = (rows["confidence"] == 0) | (rows["confidence"] == 1)
+    counts.add(f"{kind}/dropped/confidence_not_0_or_1", int(np.sum(~keep)),
+               f"Confidence {rows['confidence'][~keep][0]}" if not keep.all() else None)
   label = remap[rows["label"]]
-  keep = label >= 0
-  counts.add(f"{kind}/dropped/class_not_selected", int(np.sum(~keep)))
+  counts.add(f"{kind}/dropped/class_not_selected", int(np.sum(keep & (label < 0))))
+  keep &= label >= 0
   # Boxes need no checks here: the readers already skip inverted and non-finite ones and clip the
   # coordinates into [0, 1] (readers._check_coordinate, readers._build_boxes).
   out = {k: v[keep] for k, v in rows.items()}
@@ -293,13 +307,16 @@ def _select(kind: str, rows: dict[str, np.ndarray] | None, remap: np.ndarray,
 
 
 def make_example(spec: SplitSpec, image_id: str, data: bytes, rotation: float,
-                 ann: Mapping[str, dict | None], counts,
-                 with_machine_labels: bool) -> dict[str, Any] | None:
-  """The feature dict of one image, or None (counted) when the image is bad."""
+                 ann: Mapping[str, dict | None], counts, with_machine_labels: bool,
+                 source: str) -> dict[str, Any] | None:
+  """The feature dict of one image, or None (counted) when the image is bad.
+
+  `source` names where `data` came from (a path, `<tar>:<member>`), for the report.
+  """
   try:
-    image = builder_images.process_image(data, rotation, spec.image_policy)
+    image = builder_images.process_image(data, rotation, spec.image_policy, name=source)
   except builder_images.BadImageError as e:
-    count_dropped_image(counts, e.reason, ann, f"{image_id}: {e}")
+    count_dropped_image(counts, e.reason, ann, str(e))
     return None
   for action in image.actions:
     counts.add(f"images/changed/{action}")
@@ -320,6 +337,19 @@ def make_example(spec: SplitSpec, image_id: str, data: bytes, rotation: float,
                      "source": list(rows["source"])}
   counts.add("images/written")
   return example
+
+
+def folder_example(spec: SplitSpec, image_id: str, name: str, rotation: float,
+                   ann: Mapping[str, dict | None], counts, with_machine_labels: bool):
+  """`make_example` of a file in the image folder; an unreadable one is dropped, counted."""
+  folder = pathlib.Path(spec.image_folder)
+  try:
+    data = builder_images.read_folder_image(folder, name)
+  except builder_images.BadImageError as e:
+    count_dropped_image(counts, e.reason, ann, str(e))
+    return None
+  return make_example(spec, image_id, data, rotation, ann, counts, with_machine_labels,
+                      str(folder / name))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -353,7 +383,7 @@ def _read_listing(spec: SplitSpec, counts) -> tuple[np.ndarray, np.ndarray] | No
   return keys, np.asarray(meta.rotation, np.float32)[first]
 
 
-def _tar_ids(spec: SplitSpec, counts) -> list[str]:
+def _tar_ids(spec: SplitSpec) -> list[str]:
   """ImageIDs in the tar files (a pass over the headers, reading no image), for a split without a
   metadata file; damaged archives are counted when their images are read."""
   ids = []
@@ -368,6 +398,12 @@ def _tar_ids(spec: SplitSpec, counts) -> list[str]:
   return ids
 
 
+def _keys(image_ids: Iterable[str]) -> np.ndarray:
+  """Sorted unique uint64 keys of ImageIDs."""
+  ids = sorted(image_ids)
+  return np.unique(readers.image_id_to_key(ids)) if ids else np.zeros(0, np.uint64)
+
+
 def _ann_of(groups: Mapping[str, Any], key: int) -> dict[str, dict | None]:
   out = {}
   for kind, group in groups.items():
@@ -380,17 +416,47 @@ def _ann_of(groups: Mapping[str, Any], key: int) -> dict[str, dict | None]:
   return out
 
 
+def _count_dropped_keys(counts: Counts, reason: str, keys: np.ndarray,
+                        groups: Mapping[str, Any]) -> None:
+  """`count_dropped_image` for many images at once (sorted uint64 keys)."""
+  counts.add(f"images/dropped/{reason}", len(keys))
+  for image_id in readers.key_to_image_id(keys[:5]).tolist():
+    counts.add(f"images/dropped/{reason}", 0, str(image_id))
+  for kind, group in groups.items():
+    sizes = np.diff(group.offsets)
+    counts.add(f"{kind}/dropped/image_dropped", int(sizes[np.isin(group.image_ids, keys)].sum()))
+
+
+def _qualifying(spec: SplitSpec, groups: Mapping[str, Any], listed: np.ndarray) -> np.ndarray:
+  """Mask over `listed`: `qualifies` of every image at once, on the grouped columns."""
+  if not spec.filter_classes:
+    return np.ones(len(listed), bool)
+  keep = np.zeros(len(listed), bool)
+  for kind, remap in (("boxes", spec.box_remap), ("image_labels", spec.label_remap)):
+    group = groups.get(kind)
+    if group is None or not len(group):
+      continue
+    rows = remap[np.asarray(group.table.label)] >= 0
+    if kind == "image_labels":
+      rows &= np.asarray(group.table.confidence) == 1
+    per_image = np.logical_or.reduceat(rows, group.offsets[:-1].astype(np.intp))
+    keep |= np.isin(listed, group.image_ids[per_image])
+  return keep
+
+
 def generate_plain(spec: SplitSpec, counts: Counts,
                    with_machine_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
   """(ImageID, example) of a split, reading annotations into columnar memory and images in order."""
   groups = {kind: _read_table(kind, spec.files[kind], spec, counts)
             for kind in _KINDS if spec.files.get(kind)}
   listing = _read_listing(spec, counts)
-  folder_files = builder_images.list_folder(pathlib.Path(spec.image_folder)) if spec.image_folder \
+  folder = builder_images.list_folder(pathlib.Path(spec.image_folder)) if spec.image_folder \
       else None
   if listing is None:
-    found = folder_files.keys() if folder_files is not None else _tar_ids(spec, counts)
-    keys = np.unique(readers.image_id_to_key(sorted(found))) if found else np.zeros(0, np.uint64)
+    keys = _keys(folder.files if folder is not None else _tar_ids(spec))
+    if spec.shared_folder:  # Every split's images: this split's are those it annotates.
+      annotated = [groups[k].image_ids for k in ("boxes", "image_labels") if k in groups]
+      keys = np.intersect1d(keys, np.concatenate(annotated)) if annotated else keys[:0]
     listing = keys, np.zeros(len(keys), np.float32)
   listed, rotations = listing
   counts.add("images/listed", len(listed))
@@ -402,57 +468,70 @@ def generate_plain(spec: SplitSpec, counts: Counts,
                str(readers.key_to_image_id(group.image_ids[absent][:1])[0]) if absent.any() else None)
     counts.add(f"{kind}/read", int(sizes.sum()))
   # Which listed images are built: class filter, then the N smallest ImageIDs.
-  chosen = []
-  listed_ids = readers.key_to_image_id(listed).tolist()
-  for key, image_id in zip(listed.tolist(), listed_ids):
-    ann = _ann_of(groups, key)
-    if not qualifies(spec, ann):
-      count_dropped_image(counts, "no_selected_class", ann, image_id)
-      continue
-    if spec.max_images is not None and len(chosen) >= spec.max_images:
-      count_dropped_image(counts, "over_max_images", ann, image_id)
-      continue
-    chosen.append(key)
+  qualifying = _qualifying(spec, groups, listed)
+  _count_dropped_keys(counts, "no_selected_class", listed[~qualifying], groups)
+  chosen = listed[qualifying]
+  if spec.max_images is not None and len(chosen) > spec.max_images:
+    _count_dropped_keys(counts, "over_max_images", chosen[spec.max_images:], groups)
+    chosen = chosen[:spec.max_images]
   rotation_of = dict(zip(listed.tolist(), rotations.tolist()))
+  chosen = chosen.tolist()
   ids_of = dict(zip(chosen, readers.key_to_image_id(np.array(chosen, np.uint64)).tolist()))
+  listed_ids = set(readers.key_to_image_id(listed).tolist())
 
-  def build(key, data):
-    image_id = ids_of[key]
-    return make_example(spec, image_id, data, rotation_of[key], _ann_of(groups, key), counts,
-                        with_machine_labels)
-
-  listed_ids = set(listed_ids)
-  if folder_files is not None:
-    counts.add("images/unlisted_file", sum(1 for i in folder_files if i not in listed_ids))
-    folder = pathlib.Path(spec.image_folder)
+  if folder is not None:
+    if not spec.shared_folder:  # A shared folder holds the other splits' images too.
+      counts.add("images/unlisted_file", sum(n for i, n in folder.entries.items()
+                                             if i not in listed_ids))
+    counts.add("images/duplicate_file", folder.duplicates(listed_ids))
     for key in chosen:
-      name = folder_files.get(ids_of[key])
+      image_id, ann = ids_of[key], _ann_of(groups, key)
+      name = folder.files.get(image_id)
       if name is None:
-        count_dropped_image(counts, "missing_image", _ann_of(groups, key), ids_of[key])
+        count_dropped_image(counts, "missing_image", ann, image_id)
         continue
-      example = build(key, builder_images.read_folder_image(folder, name))
+      example = folder_example(spec, image_id, name, rotation_of[key], ann, counts,
+                               with_machine_labels)
       if example is not None:
-        yield ids_of[key], example
+        yield image_id, example
     return
+
+  def build(image_id, data, source):
+    key = wanted[image_id]
+    return make_example(spec, image_id, data, rotation_of[key], _ann_of(groups, key), counts,
+                        with_machine_labels, source)
+
   wanted = {ids_of[k]: k for k in chosen}
-  seen = set()
+  seen, done = set(), set()
   for tar in spec.image_tars:
-    for image_id, data in builder_images.iter_tar(
-        pathlib.Path(tar), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg)):
+    # Another spelling than <ImageID>.jpg waits for the end of its tar file: the official one wins.
+    waiting = {}
+    for image_id, data, name in builder_images.iter_tar(
+        pathlib.Path(tar), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg),
+        with_names=True):
       if image_id not in listed_ids:
         counts.add("images/unlisted_file", 1, image_id)
         continue
-      if image_id not in wanted:
-        continue
       if image_id in seen:
         counts.add("images/duplicate_file", 1, image_id)
-        continue
       seen.add(image_id)
-      example = build(wanted[image_id], data)
+      if image_id not in wanted or image_id in done:
+        continue
+      if builder_images.name_rank(image_id, name):
+        waiting.setdefault(image_id, (data, f"{tar}:{name}"))
+        continue
+      waiting.pop(image_id, None)
+      done.add(image_id)
+      example = build(image_id, data, f"{tar}:{name}")
+      if example is not None:
+        yield image_id, example
+    for image_id, (data, source) in waiting.items():
+      done.add(image_id)
+      example = build(image_id, data, source)
       if example is not None:
         yield image_id, example
   for image_id, key in wanted.items():
-    if image_id not in seen:
+    if image_id not in done:
       count_dropped_image(counts, "missing_image", _ann_of(groups, key), image_id)
 
 
@@ -487,10 +566,16 @@ def _beam_read_metadata(path: str, spec: SplitSpec):
     yield str(image_id), float(rotation)
 
 
-def _beam_read_tar(path: str, spec: SplitSpec):
+def _beam_read_tar(indexed_path: tuple[int, str], spec: SplitSpec):
+  """(ImageID, (preference key, (bytes, source))) of a tar file's images; the key orders duplicates
+  as the plain build does: earlier tar file, then `<ImageID>.jpg`, then archive order."""
+  index, path = indexed_path
   counts = _BeamCounts(spec.split)
-  yield from builder_images.iter_tar(
-      pathlib.Path(path), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg))
+  for position, (image_id, data, name) in enumerate(builder_images.iter_tar(
+      pathlib.Path(path), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg),
+      with_names=True)):
+    yield image_id, ((index, builder_images.name_rank(image_id, name), position),
+                     (data, f"{path}:{name}"))
 
 
 def _beam_join(item, spec: SplitSpec, has_metadata: bool):
@@ -502,18 +587,25 @@ def _beam_join(item, spec: SplitSpec, has_metadata: bool):
     parts = sorted(grouped.get(kind, ()), key=lambda p: p[0])
     ann[kind] = _concat([p[1] for p in parts]) if parts else None
     counts.add(f"{kind}/read", _num_rows(ann[kind]))
-  images = list(grouped.get("image", ()))
+  images = list(grouped.get("image", ()))  # (preference key, file name or (bytes, source)).
   rotations = list(grouped.get("metadata", ()))
-  listed = bool(rotations) if has_metadata else bool(images)
+  if has_metadata:
+    listed = bool(rotations)
+  elif spec.shared_folder:  # Every split's images: this split's are those it annotates.
+    listed = bool(images) and (ann["boxes"] is not None or ann["image_labels"] is not None)
+  else:
+    listed = bool(images)
   if not listed:
     count_absent_rows(counts, ann, image_id)
-    counts.add("images/unlisted_file", len(images))
+    if not spec.shared_folder:
+      counts.add("images/unlisted_file", len(images))
     return
   counts.add("images/listed")
   counts.add("metadata/dropped/duplicate_image_row", len(rotations) - 1)
   if len(images) > 1:
     counts.add("images/duplicate_file", len(images) - 1)
-  yield image_id, ann, (rotations[0] if rotations else 0.0), (min(images) if images else None)
+  image = min(images, key=lambda entry: entry[0])[1] if images else None
+  yield image_id, ann, (rotations[0] if rotations else 0.0), image
 
 
 def _beam_build(joined, spec: SplitSpec, with_machine_labels: bool, chosen=None):
@@ -530,8 +622,10 @@ def _beam_build(joined, spec: SplitSpec, with_machine_labels: bool, chosen=None)
     count_dropped_image(counts, "missing_image", ann, image_id)
     return
   if isinstance(image, str):  # A file name in the image folder.
-    image = builder_images.read_folder_image(pathlib.Path(spec.image_folder), image)
-  example = make_example(spec, image_id, image, rotation, ann, counts, with_machine_labels)
+    example = folder_example(spec, image_id, image, rotation, ann, counts, with_machine_labels)
+  else:
+    data, source = image
+    example = make_example(spec, image_id, data, rotation, ann, counts, with_machine_labels, source)
   if example is not None:
     yield image_id, example
 
@@ -553,11 +647,10 @@ def beam_transform(spec: SplitSpec, with_machine_labels: bool):
     if spec.image_folder:  # Listed by a worker: millions of names do not belong in the graph.
       sources["image"] = (root | "image_folder" >> beam.Create([spec.image_folder])
                           | "image_files" >> beam.FlatMap(
-                              lambda folder: builder_images.list_folder(
-                                  pathlib.Path(folder)).items())
+                              lambda folder: builder_images.folder_entries(pathlib.Path(folder)))
                           | "image_reshuffle" >> beam.Reshuffle())
     else:
-      sources["image"] = (root | "tar_files" >> beam.Create(list(spec.image_tars))
+      sources["image"] = (root | "tar_files" >> beam.Create(list(enumerate(spec.image_tars)))
                           | "tar_reshuffle" >> beam.Reshuffle()
                           | "tar_images" >> beam.FlatMap(_beam_read_tar, spec=spec))
     joined = (sources | "join" >> beam.CoGroupByKey()
@@ -608,7 +701,8 @@ def _resolve_classes(wanted: Sequence[str], boxable: labels_lib.LabelMap,
     else:
       unknown.append(entry)
   if unknown:
-    raise ValueError(f"classes not in this release's class lists: {unknown}")
+    raise BuildError(f"classes not in this release's class lists (MIDs or display names, any "
+                     f"case): {', '.join(unknown)}")
   return mids
 
 
@@ -644,7 +738,7 @@ def feature_spec(box_mids: Sequence[str] | None = None, image_mids: Sequence[str
 
 
 def summarize_report(report: Mapping[str, Any]) -> str:
-  """Printable lines of a build report: per split, what was written and every count of a loss."""
+  """Printable lines of a build report: per split, what was written, then every other count."""
   lines = []
   for split, entry in report.items():
     counts = entry["counts"]
@@ -652,9 +746,21 @@ def summarize_report(report: Mapping[str, Any]) -> str:
                  f"listed images written, {counts.get('boxes/written', 0)} boxes, "
                  f"{counts.get('image_labels/written', 0)} image-level labels")
     for name, n in counts.items():
-      if "/dropped/" in name or "/skipped_by_reader/" in name or name.startswith("files/"):
+      if n and name not in _HEADLINE:
         lines.append(f"  {name}: {n}")
   return "\n".join(lines)
+
+
+def _class_list(root: pathlib.Path, candidates: Sequence[str], what: str) -> labels_lib.LabelMap:
+  """A release's class list; an unreadable or empty one is a BuildError naming the file."""
+  path = releases.require(root, candidates, what)
+  try:
+    label_map = labels_lib.LabelMap.from_csv(path)
+  except ValueError as e:  # The label file error names file, line and field.
+    raise BuildError(f"{what}: {e}") from None
+  if not len(label_map):
+    raise BuildError(f"{what} {path} holds no class: every box and label would be dropped")
+  return label_map
 
 
 class OpenImages(tfds.core.GeneratorBasedBuilder):
@@ -710,10 +816,8 @@ class OpenImages(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     release = releases.RELEASES[config.release]
     root = pathlib.Path(dl_manager.manual_dir)
-    boxable = labels_lib.LabelMap.from_csv(
-        releases.require(root, release.boxable_classes, "boxable class list"))
-    image_level = labels_lib.LabelMap.from_csv(
-        releases.require(root, release.image_level_classes, "image-level class list"))
+    boxable = _class_list(root, release.boxable_classes, "boxable class list")
+    image_level = _class_list(root, release.image_level_classes, "image-level class list")
     hierarchy = releases.require(root, release.hierarchy, "class hierarchy").read_text("utf-8")
     selected = _resolve_classes(config.classes, boxable, image_level) if config.classes else None
     box_mids, box_remap = _subset(boxable, selected)
@@ -749,7 +853,8 @@ class OpenImages(tfds.core.GeneratorBasedBuilder):
       spec = SplitSpec(
           split=split, files={k: (str(v) if v else None) for k, v in paths.items()},
           image_folder=str(source.folder) if source.folder else None,
-          image_tars=tuple(str(t) for t in source.tars), image_policy=config.image_policy,
+          image_tars=tuple(str(t) for t in source.tars), shared_folder=source.shared,
+          image_policy=config.image_policy,
           box_mids=tuple(boxable.mids), image_mids=tuple(image_level.mids), box_remap=box_remap,
           label_remap=label_remap, filter_classes=selected is not None,
           max_images=config.max_images_per_split)

@@ -423,7 +423,10 @@ def run():
       info = make_sample(flags.out_dir, num_images=num_images, seed=flags.seed,
                          image_size=flags.image_size, splits=splits,
                          jpeg_quality=flags.jpeg_quality, overwrite=flags.overwrite)
-    except (ValueError, FileExistsError) as e:
+    except FileExistsError:
+      raise app.UsageError(f"{flags.out_dir} is not empty; pass --overwrite to replace a sample "
+                           "there") from None
+    except ValueError as e:
       raise app.UsageError(str(e)) from None
     print(summarize(info.root))
     print(f"\nwrote {info.num_images} images in {info.seconds:.1f} s")

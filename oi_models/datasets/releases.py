@@ -7,9 +7,13 @@ their own prefix), and mirrors and download tools rename a few of them. Here eve
 split, human labels of a split, ...) lists the official name first and the known alternatives after;
 the first that exists wins. A split whose box file is absent is not built.
 
-Image files: a folder `<split>/<ImageID>.jpg` (as the official downloader and the CVDF/S3 mirrors
-unpack them; `val/` is accepted for validation), or the official tar files (`train_0.tar` ..
-`train_f.tar`, `validation.tar`, `test.tar`, gzipped or not), read as streams, never unpacked.
+Image files: a folder `<split>/<ImageID>.jpg` (as the CVDF/S3 mirrors unpack them; `val/` is accepted
+for validation), the official tar files (`train_0.tar` .. `train_f.tar`, `validation.tar`, `test.tar`,
+gzipped or not), read as streams, never unpacked, or one flat folder of every split's images, as the
+official `downloader.py` writes them: it takes lines `<split>/<ImageID>` and saves each image as
+`<download_folder>/<ImageID>.jpg`, without a split folder. That folder is `manual_dir/images` or
+`manual_dir` itself; each split then takes its images from its image-metadata file, or, without one,
+the images that have a box or a human-verified label in the split's files.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import dataclasses
 import pathlib
 import re
 from typing import Mapping, Sequence
+
+from oi_models.datasets import builder_images
 
 SPLITS = ("train", "validation", "test")
 
@@ -165,19 +171,24 @@ _TAR = re.compile(r"^(?P<split>train|validation|test)(?:_(?P<part>[0-9a-f]{1,2})
 
 @dataclasses.dataclass(frozen=True)
 class ImageSource:
-  """Where a split's images are: a folder of `<ImageID>.jpg`, or tar files (sorted by name)."""
+  """Where a split's images are: a folder of `<ImageID>.jpg`, or tar files (sorted by name).
+
+  `shared`: the folder holds the images of every split (the official downloader's flat folder).
+  """
 
   folder: pathlib.Path | None = None
   tars: tuple[pathlib.Path, ...] = ()
+  shared: bool = False
 
   def __bool__(self) -> bool:
     return self.folder is not None or bool(self.tars)
 
 
 def image_source(root: pathlib.Path, split: str) -> ImageSource:
-  """The split's images: a folder wins over tar files; an empty ImageSource when neither exists.
+  """The split's images: a split folder, else tar files, else a flat folder of all splits' images.
 
-  Folders may sit in `root` or in `root/images`, tar files likewise.
+  Split folders and tar files may sit in `root` or in `root/images`; the flat folder is `root/images`
+  or `root`, whichever holds `<ImageID>.jpg` files (in that order). An empty ImageSource when none.
   """
   for base in (root, root / "images"):
     for name in _IMAGE_DIRS[split]:
@@ -188,7 +199,12 @@ def image_source(root: pathlib.Path, split: str) -> ImageSource:
     if base.is_dir():
       tars += [p for p in base.iterdir() if p.is_file() and (m := _TAR.match(p.name))
                and m.group("split") == split]
-  return ImageSource(tars=tuple(sorted(tars)))
+  if tars:
+    return ImageSource(tars=tuple(sorted(tars)))
+  for folder in (root / "images", root):
+    if folder.is_dir() and builder_images.has_images(folder):
+      return ImageSource(folder=folder, shared=True)
+  return ImageSource()
 
 
 def manual_download_instructions() -> str:
@@ -202,7 +218,10 @@ def manual_download_instructions() -> str:
       "Images: folders `train/<ImageID>.jpg`, `validation/<ImageID>.jpg`, `test/<ImageID>.jpg` "
       "(in manual_dir or manual_dir/images), or the official tar files `train_0.tar` .. "
       "`train_f.tar`, `validation.tar`, `test.tar` (`.tar.gz` too), which are streamed, not "
-      "unpacked. A split whose box file is absent is not built; a split without an image-metadata "
-      "file takes its image list from the image files and Rotation 0.",
+      "unpacked, or the flat folder of the official downloader.py (`--download_folder` "
+      "manual_dir/images, or manual_dir itself: `<ImageID>.jpg` of every split in one folder). "
+      "A split whose box file is absent is not built; a split without an image-metadata file "
+      "takes its image list from the image files (in a flat folder: those with a box or a "
+      "human-verified label of the split) and Rotation 0.",
       "`oi-make-sample --out_dir DIR` writes a small synthetic download in the V6 layout.",
   ])

@@ -5,6 +5,7 @@ import itertools
 import math
 import pathlib
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -240,3 +241,95 @@ def test_release_file_names_and_alternatives(tmp_path):
                "oidv6-train-annotations-human-imagelabels.csv", "oidv7-class-descriptions.csv",
                "train-images-boxable-with-rotation.csv", "train_0.tar"):
     assert name in text
+
+
+def test_16_bit_png_is_scaled_not_saturated():
+  # A horizontal gradient over the whole 16-bit range: 0 .. 65535 in 256 steps of 257.
+  values = np.tile((np.arange(256, dtype=np.uint32) * 257).astype(np.uint16), (8, 1))
+  buffer = io.BytesIO()
+  Image.fromarray(values).save(buffer, "PNG")
+  assert Image.open(io.BytesIO(buffer.getvalue())).mode == "I;16"
+  result = builder_images.process_image(buffer.getvalue())
+  assert "converted_i_16" in result.actions and "converted_png" in result.actions
+  pixels = _decode(result.jpeg).astype(int)
+  assert pixels.shape == (8, 256, 3)
+  expected = np.round(values[0].astype(float) * 255 / 65535)  # v * 257 -> v.
+  np.testing.assert_array_equal(expected, np.arange(256))
+  assert np.abs(pixels[4, :, 0] - expected).max() <= 3  # JPEG's error on a smooth ramp.
+  assert (pixels == 255).mean() < 0.02
+
+
+def test_image_larger_than_pillows_bomb_limit_is_kept():
+  # 20000 x 10000 (200 Mpx, over twice Pillow's default limit): a flat grey JPEG, decoded at 1/8.
+  buffer = io.BytesIO()
+  Image.new("L", (20000, 10000), 90).save(buffer, "JPEG", quality=50)
+  data = buffer.getvalue()
+  del buffer
+  result = builder_images.process_image(data, 0.0, "max1024", name="big.jpg")
+  assert (result.width, result.height) == (1024, 512)
+  assert (result.original_width, result.original_height) == (20000, 10000)
+  assert np.abs(_decode(result.jpeg).astype(int) - 90).max() < 5
+
+
+def _png_claiming_size(width, height) -> bytes:
+  """A 1x1 PNG whose header says width x height (Pillow reads the size without decoding)."""
+  buffer = io.BytesIO()
+  Image.new("L", (1, 1)).save(buffer, "PNG")
+  data = bytearray(buffer.getvalue())
+  ihdr = data.index(b"IHDR")
+  data[ihdr + 4:ihdr + 12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+  data[ihdr + 17:ihdr + 21] = zlib.crc32(bytes(data[ihdr:ihdr + 17])).to_bytes(4, "big")
+  return bytes(data)
+
+
+# Over the limit; over twice it Pillow itself refuses at open: both are named as too many pixels.
+@pytest.mark.parametrize("size,says", [((40000, 30000), "40000 x 30000 pixels"),
+                                       ((100000, 100000), "10000000000 pixels")])
+def test_image_over_the_pixel_limit_is_named_as_such(size, says):
+  with pytest.raises(builder_images.BadImageError) as raised:
+    builder_images.process_image(_png_claiming_size(*size), name="/data/train/huge.jpg")
+  assert raised.value.reason == "too_many_pixels"
+  assert str(raised.value).startswith("too_many_pixels: /data/train/huge.jpg: ")
+  assert says in str(raised.value)
+
+
+def test_bad_image_message_names_the_file_not_a_bytes_object():
+  with pytest.raises(builder_images.BadImageError) as raised:
+    builder_images.process_image(_bad_images()["garbage"], name="/data/train/0123456789abcdef.jpg")
+  assert "/data/train/0123456789abcdef.jpg" in str(raised.value)
+  assert "BytesIO" not in str(raised.value)
+
+
+def test_folder_listing_prefers_the_official_name_and_counts_the_rest(tmp_path):
+  a, b, c, d = "0123456789abcdef", "1123456789abcdef", "2123456789abcdef", "3123456789abcdef"
+  for name in (f"{a}.jpeg", f"{a}.jpg", f"{a}.JPG", f"{b}.jpeg", f"{b}.JPEG", f"{c}.jpeg",
+               "notes.txt"):
+    (tmp_path / name).write_bytes(b"x")
+  (tmp_path / f"{c}.jpg").mkdir()  # A folder named like an image: a file of another name wins.
+  (tmp_path / f"{d}.jpg").symlink_to(tmp_path / "gone.jpg")  # A broken link: unreadable.
+  listing = builder_images.list_folder(tmp_path)
+  assert listing.files == {a: f"{a}.jpg", b: f"{b}.JPEG", c: f"{c}.jpeg", d: f"{d}.jpg"}
+  assert listing.entries == {a: 3, b: 2, c: 2, d: 1}
+  assert listing.duplicates() == 4 and listing.duplicates([a, "ffffffffffffffff"]) == 2
+  with pytest.raises(builder_images.BadImageError) as raised:
+    builder_images.read_folder_image(tmp_path, f"{d}.jpg")
+  assert raised.value.reason == "unreadable_file" and f"{d}.jpg" in str(raised.value)
+  with pytest.raises(builder_images.BadImageError, match="IsADirectoryError"):
+    builder_images.read_folder_image(tmp_path, f"{c}.jpg")
+
+
+def test_flat_folder_of_the_official_downloader_serves_every_split(tmp_path):
+  # downloader.py writes <download_folder>/<ImageID>.jpg for every `<split>/<ImageID>` line.
+  (tmp_path / "images").mkdir()
+  (tmp_path / "images" / "0123456789abcdef.jpg").write_bytes(b"x")
+  for split in ("train", "validation", "test"):
+    source = releases.image_source(tmp_path, split)
+    assert source.folder == tmp_path / "images" and source.shared
+  (tmp_path / "validation").mkdir()  # A split folder wins over the flat one.
+  assert releases.image_source(tmp_path, "validation") == releases.ImageSource(tmp_path / "validation")
+  flat = tmp_path / "manual"
+  flat.mkdir()
+  (flat / "class-descriptions-boxable.csv").write_text("")
+  assert not releases.image_source(flat, "train")
+  (flat / "fedcba9876543210.jpg").write_bytes(b"x")  # Downloaded into manual_dir itself.
+  assert releases.image_source(flat, "train") == releases.ImageSource(flat, shared=True)

@@ -336,3 +336,8 @@ def test_cli_writes_and_summarizes(tmp_path):
       [sys.executable, "-m", "oi_models.datasets.make_sample", f"--out_dir={tmp_path / 't'}",
        "--splits=6,2,2", "--num_images=5"], capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "sum to 10, not 5" in bad.stderr
+  again = subprocess.run(  # The message names the flag, not the Python argument.
+      [sys.executable, "-m", "oi_models.datasets.make_sample", f"--out_dir={tmp_path / 's'}",
+       "--splits=6,2,2", "--image_size=64"], capture_output=True, text=True, timeout=300)
+  assert again.returncode == 1 and "pass --overwrite" in again.stderr
+  assert "overwrite=True" not in again.stderr
