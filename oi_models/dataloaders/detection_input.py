@@ -18,7 +18,8 @@ boxable ClassLabel index + `LABEL_OFFSET` (1); a model has `num_boxable + 1` cla
 are moved from the image-level class list to the boxable one (labels of non-boxable classes are dropped),
 then offset the same way.
 
-Group-of boxes map to Model Garden's `is_crowd`. The reference detector trained on them as ordinary boxes,
+Group-of boxes map to Model Garden's `is_crowd` by the evaluator's own rule (`io.boxes.is_group_of`:
+IsGroupOf -1, unknown, counts as group-of). The reference detector trained on them as ordinary boxes,
 so the Parser keeps them for training unless `skip_group_of_during_training`; evaluation receives them as
 `is_crowds` (1 = group-of) for the Open Images metric.
 """
@@ -39,6 +40,7 @@ from official.vision.ops import box_ops
 from official.vision.ops import preprocess_ops
 
 from oi_models.dataloaders import examples
+from oi_models.io import boxes as boxes_lib
 
 LABEL_OFFSET = 1
 RESIZE_BACKENDS = ("opencv", "tensorflow")
@@ -120,7 +122,7 @@ class Decoder(decoder.Decoder):
         "height": tf.cast(height, tf.int64),
         "width": tf.cast(width, tf.int64),
         "groundtruth_classes": objects["label"] + LABEL_OFFSET,
-        "groundtruth_is_crowd": tf.equal(objects["is_group_of"], 1),
+        "groundtruth_is_crowd": boxes_lib.is_group_of(objects["is_group_of"]),
         "groundtruth_area": area,
         "groundtruth_boxes": boxes,
         "groundtruth_image_labels_positive":

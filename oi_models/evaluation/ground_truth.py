@@ -117,15 +117,14 @@ def read_boxes(path, label_map: labels_lib.LabelMap, expander: Optional[labels_l
   table = table.take(keep)
   classes = classes[keep]
   _check_not_inverted(path, table)
-  # The official evaluator turns IsGroupOf into bool, so -1 (unknown) counts as group-of. A file
-  # without the column (V3) has no group-of boxes; the readers give -1 for both cases.
+  # One rule with the input pipeline (readers.is_group_of): -1 (unknown) counts as group-of, as the
+  # official evaluator's astype(bool); a file without the column (V3) reads as 0, no group-of boxes.
+  group_of = readers.is_group_of(table.is_group_of)
   if _has_column(path, "IsGroupOf"):
-    group_of = table.is_group_of != 0
     unknown = table.is_group_of < 0
     if unknown.any():
       report.adjusted[UNKNOWN_GROUP_OF] += int(unknown.sum())
   else:
-    group_of = np.zeros(len(table), bool)
     report.adjusted[NO_GROUP_OF_COLUMN] += len(table)
   boxes = table.yxyx()
   rows = np.arange(len(table))

@@ -380,11 +380,14 @@ def _num_fields(record: bytes) -> int:
 
 @dataclasses.dataclass
 class _Guarded:
-  """A segment after the guard: its bytes, and byte offsets of its stray and multi-line records."""
+  """A segment after the guard: its bytes, and where its stray and multi-line records are.
+
+  Places are 0-based line indices within the segment (physical lines, as read).
+  """
 
   data: bytes
-  strays: list  # (line start offset, field index, line text)
-  multiline: list  # (record start offset, newlines inside the record)
+  strays: list  # (line index, field index, line text)
+  multiline: list  # (line index where the record starts, newlines inside the record)
   has_quotes: bool
 
 
@@ -398,6 +401,7 @@ def _guard(data: bytes, num_fields: int, multiline: bool, more: Callable[[], byt
     return _Guarded(data, [], [], False)
   pieces, strays, spans = [], [], []
   copied = 0
+  counted, line_index = 0, 0  # newlines counted in data[:counted]
   marker = b"," * (num_fields - 1)
   while pos >= 0:
     start = data.rfind(b"\n", 0, pos) + 1
@@ -408,16 +412,18 @@ def _guard(data: bytes, num_fields: int, multiline: bool, more: Callable[[], byt
     if field is None:
       pos = data.find(b'"', end)
       continue
+    line_index += data.count(b"\n", counted, start)
+    counted = start
     if multiline:
       record_end, data = _extend_record(data, start, end, num_fields, more)
       if record_end is not None:
-        spans.append((start, data.count(b"\n", start, record_end)))
+        spans.append((line_index, data.count(b"\n", start, record_end)))
         pos = data.find(b'"', record_end)
         continue
     text = line.rstrip(b"\r")
     pieces += [data[copied:start], marker + line[len(text):]]
     copied = end
-    strays.append((start, field, text.decode("utf-8", "replace")))
+    strays.append((line_index, field, text.decode("utf-8", "replace")))
     pos = data.find(b'"', end)
   pieces.append(data[copied:])
   return _Guarded(b"".join(pieces), strays, spans, True)
@@ -594,7 +600,7 @@ class _Stream:
       row = int(np.searchsorted(records, record))
       mask[row] = True
       name = self.header[field].strip() if field < len(self.header) else "row"
-      messages[row] = (name, f"{STRAY_QUOTE} in field {name!r}: {line[:80]!r}")
+      messages[row] = (name, f"{STRAY_QUOTE}: {line[:80]!r}")
     # One check per field named, so strict mode and examples say which field.
     for name in dict.fromkeys(field for field, _ in messages.values()):
       rows = np.asarray([r for r, (f, _) in messages.items() if f == name])
@@ -653,10 +659,10 @@ class _Stream:
       self.report.skip(WRONG_FIELDS, 1, example)
 
 
-def _record_at(guarded: _Guarded, first_record: int, offset: int) -> int:
-  """Record number of the line starting at byte `offset` of a segment."""
-  inside = sum(newlines for start, newlines in guarded.multiline if start < offset)
-  return first_record + guarded.data.count(b"\n", 0, offset) - inside
+def _record_at(guarded: _Guarded, first_record: int, line_index: int) -> int:
+  """Record number of a segment's line (0-based index) that starts a record."""
+  inside = sum(newlines for start, newlines in guarded.multiline if start < line_index)
+  return first_record + line_index - inside
 
 
 def _wrong_fields(line: str, expected: int, actual: int) -> str:

@@ -48,6 +48,12 @@ def test_decoder_produces_model_garden_keys_and_open_images_extras():
   np.testing.assert_array_equal(d["groundtruth_image_labels_negative"], [1])  # /m/a.
 
 
+def test_unknown_group_of_is_crowd_as_the_evaluator_counts_it():
+  # IsGroupOf -1 (unknown) is group-of for the official evaluator (astype(bool)); the pipeline agrees.
+  kwargs = dict(_example_kwargs(), boxes=[BOX, BOX, BOX], box_labels=[0, 1, 2], group_of=[-1, 0, 1])
+  np.testing.assert_array_equal(_decoded(**kwargs)["groundtruth_is_crowd"], [True, False, True])
+
+
 @pytest.mark.parametrize("height,width", [(64, 128), (128, 64), (40, 44)])
 def test_eval_parse_resizes_keep_aspect_and_pads_statically(height, width):
   parser = detection_input.Parser(short_side=30, long_side=50, min_level=3, max_level=3,
