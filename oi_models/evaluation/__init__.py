@@ -20,6 +20,8 @@ import dataclasses
 import logging
 from typing import Optional, Union
 
+import numpy as np
+
 from oi_models import labels as labels_lib
 from oi_models.io import readers
 from oi_models.evaluation import classification
@@ -50,6 +52,7 @@ class Evaluation:
     mode: what ran: task, protocol, image-level labels, expansion, class list.
     label_map: the class list.
     reports: file role -> readers.ReadReport (rows read, kept, skipped and why).
+    notes: sentences for the user about how to read the result (e.g. the --expand_predictions hint).
   """
 
   result: Union[DetectionResult, ClassificationResult]
@@ -58,6 +61,7 @@ class Evaluation:
   mode: dict
   label_map: labels_lib.LabelMap
   reports: dict
+  notes: list = dataclasses.field(default_factory=list)
 
   @property
   def mean_ap(self) -> float:
@@ -71,7 +75,7 @@ class Evaluation:
   def summary(self) -> dict:
     """The content of metrics.json."""
     inputs = {role: r.to_dict() for role, r in self.reports.items()}
-    return report.summary_dict(self.metrics, self.mean_ap, self.table, self.mode, inputs)
+    return report.summary_dict(self.metrics, self.mean_ap, self.table, self.mode, inputs, self.notes)
 
   def write(self, output_dir, plot: bool = False) -> dict:
     """Writes metrics.json, per_class.csv and, for detection with `plot`, pr.png; returns paths."""
@@ -127,6 +131,9 @@ def evaluate_files(boxes, predictions, class_list, hierarchy=None, image_labels=
   hierarchy = _hierarchy(hierarchy)
   _check_expansion(hierarchy, expand_ground_truth, expand_predictions)
   truth = ground_truth.load(boxes, label_map, hierarchy, image_labels, expand_ground_truth, strict)
+  if not len(truth.box_labels):
+    raise ValueError(f"{boxes}: no ground-truth box to evaluate ({truth.reports['boxes'].rows_read:,} "
+                     "rows read): nothing to compute a mAP over")
   evaluator = DetectionEvaluator(len(label_map), protocol, iou_threshold)
   truth.add_to(evaluator)
   expander = ground_truth.make_expander(hierarchy, label_map) if expand_predictions else None
@@ -134,18 +141,62 @@ def evaluate_files(boxes, predictions, class_list, hierarchy=None, image_labels=
   fmt = predictions_format or predictions_lib.detect_format(predictions)
   if fmt not in (predictions_lib.CSV, predictions_lib.KAGGLE):
     raise ValueError(f"{predictions}: a {fmt} file is not detection predictions")
+  gt_images = np.unique(truth.box_image_ids if truth.label_image_ids is None
+                        else np.concatenate([truth.box_image_ids, truth.label_image_ids]))
+  predicted = np.zeros(len(label_map), np.int64)
+  on_gt_images = 0
   for chunk in predictions_lib.iter_predictions(predictions, label_map, fmt, strict,
                                                 reports["predictions"]):
+    predicted += np.bincount(chunk.label, minlength=len(label_map))
+    on_gt_images += int(np.isin(chunk.image_id, gt_images).sum())
     if expander is not None:
       chunk = ground_truth.expand_predictions(chunk, expander)
     evaluator.add_detections(chunk.image_id, chunk.label, chunk.score, chunk.boxes)
+  _check_predictions_match(predictions, reports["predictions"], predicted.sum(), on_gt_images,
+                           len(gt_images))
   result = evaluator.evaluate()
   mode = {"task": "detection", "protocol": protocol, "image_level_labels": result.uses_image_labels,
-          "expand_ground_truth": truth.expanded, "expand_predictions": expander is not None,
+          "expand_ground_truth": truth.expanded, "ground_truth_expansion": dict(truth.expansion),
+          "expand_predictions": expander is not None,
           "iou_threshold": iou_threshold, "predictions_format": fmt,
           "num_classes": len(label_map), "num_classes_evaluated": int((result.num_gt > 0).sum())}
+  notes = []
+  if hierarchy is not None and expander is None:
+    notes += _parent_class_hint(truth, hierarchy, label_map, predicted, result)
   return Evaluation(result, report.detection_table(result, label_map),
-                    result.metrics(label_map.mids), mode, label_map, reports)
+                    result.metrics(label_map.mids), mode, label_map, reports, notes)
+
+
+def _check_predictions_match(path, read, num_predictions, on_gt_images, num_gt_images) -> None:
+  """A predictions file with no row, or none on a ground-truth image, is a mistake, not mAP 0."""
+  if not num_predictions:
+    raise ValueError(f"{path}: no prediction of a class of the class list ({read.rows_read:,} rows "
+                     f"read, {sum(read.skipped.values()):,} skipped): nothing to evaluate")
+  if not on_gt_images:
+    raise ValueError(f"{path}: none of the {num_predictions:,} predictions is on one of the "
+                     f"{num_gt_images:,} ground-truth images (ImageIDs differ): predictions for "
+                     "another split or set of images?")
+
+
+def _parent_class_hint(truth, hierarchy, label_map, predicted, result) -> list:
+  """Under the challenge rules predictions are not expanded: say so when that is what cost the mAP.
+
+  When the ground truth is expanded (here or in its file) its parent classes (Animal, Vehicle, ...)
+  have boxes; predictions that never name a parent class miss all of them.
+  """
+  if all(status == ground_truth.NOT_EXPANDED for status in truth.expansion.values()):
+    return []
+  down = labels_lib.Expander(hierarchy, label_map).down
+  parents = np.flatnonzero(down.counts(np.arange(len(label_map))) > 1)
+  parents = parents[result.num_gt[parents] > 0]
+  if not len(parents) or predicted[parents].any():
+    return []
+  names = ", ".join(label_map.names[c] for c in parents[:3])
+  return [f"hint: the ground truth is hierarchy-expanded, so its {len(parents):,} parent classes "
+          f"({names}, ...) have boxes, but the predictions name no parent class at all; under the "
+          "challenge rules predictions are not expanded, so every parent box is a miss. A detector "
+          "trained on expanded labels predicts parents itself; otherwise rerun with "
+          "--expand_predictions (expand_predictions=True) to copy each detection to its ancestors."]
 
 
 def evaluate_classification_files(image_labels, predictions, class_list, hierarchy=None,
@@ -170,15 +221,22 @@ def evaluate_classification_files(image_labels, predictions, class_list, hierarc
               if expand_ground_truth and hierarchy is not None else None)
   reports = {"image_labels": readers.ReadReport(str(image_labels)),
              "predictions": readers.ReadReport(str(predictions))}
+  expansion = {"image_labels": ground_truth.NOT_EXPANDED}
   label_ids, label_classes, positive = ground_truth.read_verified_labels(
-      image_labels, label_map, expander, strict, reports["image_labels"])
+      image_labels, label_map, expander, strict, reports["image_labels"], expansion)
+  if not positive.any():
+    raise ValueError(f"{image_labels}: no human-verified positive label of the class list "
+                     f"({reports['image_labels'].rows_read:,} rows read): nothing to compute a mAP over")
   preds = predictions_lib.read_predictions(predictions, label_map, predictions_lib.CLASSIFICATION,
                                            strict, reports["predictions"])
+  _check_predictions_match(predictions, reports["predictions"], len(preds.label),
+                           int(np.isin(preds.image_id, label_ids).sum()), len(np.unique(label_ids)))
   result = classification.evaluate_sparse(label_ids, label_classes, positive, preds.image_id,
                                           preds.label, preds.score, len(label_map),
                                           unknown_as_negative)
   mode = {"task": "classification", "unknown_as_negative": unknown_as_negative,
-          "expand_ground_truth": expander is not None, "num_classes": len(label_map),
+          "expand_ground_truth": expansion["image_labels"] == ground_truth.EXPANDED,
+          "ground_truth_expansion": expansion, "num_classes": len(label_map),
           "num_classes_evaluated": int((result.num_positives > 0).sum()),
           "num_images": result.num_images}
   return Evaluation(result, report.classification_table(result, label_map),

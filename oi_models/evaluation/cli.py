@@ -16,6 +16,12 @@ Classification takes human-verified image-level labels and `ImageID,LabelName,Sc
 It prints the mode, mAP, a short per-class table and what the readers skipped; with --output_dir it
 writes metrics.json (official keys, mode, per-class rows, read reports) and per_class.csv, and pr.png
 with --plot.
+
+The TF Object Detection API's `oid_challenge_evaluation.py` command line works unchanged: its flags
+--input_annotations_boxes, --input_annotations_labels, --input_class_labelmap (a label-map .pbtxt),
+--input_predictions and --output_metrics (a `metric,value` CSV, the same rows the official script
+writes) are accepted as aliases. Like the official script, give it files that are already expanded
+and no --hierarchy, and the numbers are the official ones.
 """
 
 from __future__ import annotations
@@ -70,6 +76,16 @@ _STRICT = flags.DEFINE_boolean("strict", False,
                                "skipping and counting it.")
 _TOP = flags.DEFINE_integer("top", 10, "Rows of the printed table: this many lowest- and "
                             "highest-AP classes.")
+_OUTPUT_METRICS = flags.DEFINE_string(
+    "output_metrics", None, "Detection: also write the metrics as `metric,value` CSV rows, as the "
+    "official oid_challenge_evaluation.py --output_metrics does (every class, nan without ground "
+    "truth).")
+
+# The official script's flag names (TF Object Detection API, metrics/oid_challenge_evaluation.py).
+OFFICIAL_FLAGS = {"input_annotations_boxes": "boxes", "input_annotations_labels": "image_labels",
+                  "input_class_labelmap": "class_list", "input_predictions": "predictions"}
+for _official, _ours in OFFICIAL_FLAGS.items():
+  flags.DEFINE_alias(_official, _ours)
 
 
 def _require(**values) -> None:
@@ -89,6 +105,8 @@ def main(argv) -> int:
 
 
 def _evaluate() -> int:
+  if _OUTPUT_METRICS.value and _TASK.value != "detection":
+    raise app.UsageError("--output_metrics is the official detection CSV: detection only")
   if _TASK.value == "detection":
     _require(boxes=_BOXES.value, class_list=_CLASS_LIST.value, predictions=_PREDICTIONS.value)
     result = evaluation.evaluate_files(
@@ -106,14 +124,25 @@ def _evaluate() -> int:
         unknown_as_negative=_UNKNOWN_AS_NEGATIVE.value, strict=_STRICT.value)
   out = sys.stdout
   out.write(f"mode: {report.describe_mode(result.mode)}\n")
+  for role, status in result.mode["ground_truth_expansion"].items():
+    if status.startswith("already"):
+      out.write(f"{role}: {result.reports[role].path}: {status}\n")
   for role, read in result.reports.items():
     out.write(f"{role}: {read.summary()}\n")
   out.write(report.format_table(result.table, result.columns, _TOP.value) + "\n")
   evaluated = result.mode["num_classes_evaluated"]
   out.write(f"mAP: {result.mean_ap:.6f} over {evaluated} of {len(result.label_map)} classes\n")
+  for note in result.notes:
+    out.write(note + "\n")
+  written = []
   if _OUTPUT_DIR.value:
-    paths = result.write(_OUTPUT_DIR.value, plot=_PLOT.value)
-    out.write("wrote " + ", ".join(paths.values()) + "\n")
+    written += result.write(_OUTPUT_DIR.value, plot=_PLOT.value).values()
+  if _OUTPUT_METRICS.value:
+    report.write_official_csv(_OUTPUT_METRICS.value,
+                              result.result.metrics(result.label_map.mids, every_class=True))
+    written.append(_OUTPUT_METRICS.value)
+  if written:
+    out.write("wrote " + ", ".join(written) + "\n")
   return 0
 
 

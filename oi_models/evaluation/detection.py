@@ -93,18 +93,20 @@ class DetectionResult:
   uses_image_labels: bool
   iou_threshold: float
 
-  def metrics(self, class_keys: Sequence[str]) -> dict:
+  def metrics(self, class_keys: Sequence[str], every_class: bool = False) -> dict:
     """The official metrics dictionary: mAP first, then AP per class with ground truth, by index.
 
     Args:
       class_keys: one name per class (MIDs as the official challenge script uses, or display names);
         NFKD-normalized as the official evaluator does.
+      every_class: also list classes without ground truth (AP NaN), as the official evaluator's
+        `evaluate()` (and so its --output_metrics CSV) does.
     """
     if len(class_keys) != len(self.ap):
       raise ValueError(f"got {len(class_keys)} class keys for {len(self.ap)} classes")
     prefix = _PREFIXES[self.protocol]
     out = {f"{prefix}_Precision/mAP@{self.iou_threshold}IOU": float(self.mean_ap)}
-    for c in np.flatnonzero(self.num_gt > 0):
+    for c in range(len(self.ap)) if every_class else np.flatnonzero(self.num_gt > 0):
       name = unicodedata.normalize("NFKD", str(class_keys[c]))
       out[f"{prefix}_PerformanceByCategory/AP@{self.iou_threshold}IOU/{name}"] = float(self.ap[c])
     return out

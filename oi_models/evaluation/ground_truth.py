@@ -7,6 +7,14 @@ image-level labels copied up, verified negatives copied down. Expanded copies fo
 self first, which is the row order the official expansion tool writes and the order the metric uses
 to break IoU ties.
 
+Already expanded files: the Challenge also publishes its validation files expanded
+(`challenge-2019-validation-detection-bbox_expanded.csv`, `..._human-imagelabels_expanded.csv`).
+Expanding them again duplicates every parent-class box, and the duplicates become misses (perfect
+predictions score 0.8125 instead of 1). So before expanding a file, `load` checks whether it already is:
+its name ends in `_expanded.csv`, or every copy the expansion would add (a box's ancestors, with the
+same image, coordinates and IsGroupOf; a positive's ancestors, a negative's descendants) is already in
+it. Such a file is used as it is, and `GroundTruth.expansion` (hence the report's mode) says so and why.
+
 Classes: the class list (a class-descriptions CSV or a label-map pbtxt) decides which classes are
 evaluated. Rows of other classes are not errors (a V6 box file holds 601 classes, the challenge list
 500): they are skipped and counted under "class not in the class list" in the file's ReadReport, even
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 from typing import Optional
 
 import numpy as np
@@ -30,10 +39,19 @@ from oi_models import labels as labels_lib
 from oi_models.io import readers
 from oi_models.evaluation import predictions as predictions_lib
 
+logger = logging.getLogger(__name__)
+
 OUTSIDE_CLASS_LIST = "class not in the class list"
 NOT_VERIFIED = "not human-verified (Confidence not 0 or 1)"
 UNKNOWN_GROUP_OF = "IsGroupOf -1 read as group-of (as the official evaluator's astype(bool))"
 NO_GROUP_OF_COLUMN = "no IsGroupOf column (V3 format): boxes read as not group-of"
+
+EXPANDED = "expanded"
+NOT_EXPANDED = "not expanded"
+ALREADY_EXPANDED = "already expanded ({}): not expanded again"
+BY_NAME = "file name"
+BY_CONTENT = "every copy expansion would add is already in the file"
+EXPANDED_SUFFIX = "_expanded.csv"
 
 
 @dataclasses.dataclass(eq=False)
@@ -47,7 +65,8 @@ class GroundTruth:
     box_is_group_of: bool [N].
     label_image_ids: uint64 [M] image keys of verified image-level labels, or None without a file.
     label_labels: int32 [M] their classes (each (image, class) once).
-    expanded: whether the hierarchy expansion was applied on load.
+    expansion: file role ("boxes", "image_labels") -> EXPANDED, NOT_EXPANDED or an
+      ALREADY_EXPANDED sentence with its reason.
     reports: file role ("boxes", "image_labels") -> ReadReport.
   """
 
@@ -57,8 +76,13 @@ class GroundTruth:
   box_is_group_of: np.ndarray
   label_image_ids: Optional[np.ndarray]
   label_labels: Optional[np.ndarray]
-  expanded: bool
+  expansion: dict
   reports: dict
+
+  @property
+  def expanded(self) -> bool:
+    """Whether `load` expanded any file (False when no file needed it or expansion was off)."""
+    return EXPANDED in self.expansion.values()
 
   def add_to(self, evaluator) -> None:
     """Adds these arrays to a `detection.DetectionEvaluator`."""
@@ -92,14 +116,66 @@ def _to_class_list(table, label_map: labels_lib.LabelMap, report: readers.ReadRe
   return classes.astype(np.int32)
 
 
+def _row_keys(*columns) -> np.ndarray:
+  """Each row of equal-length columns (ints, floats, bools; 1-D or 2-D) as one exact opaque value."""
+  parts = []
+  for column in columns:
+    column = np.asarray(column)
+    bits = column.astype(np.float64).view(np.uint64) if column.dtype.kind == "f" else column.astype(np.uint64)
+    parts.append(bits.reshape(len(column), -1))
+  table = np.ascontiguousarray(np.concatenate(parts, axis=1))
+  return table.view(np.dtype((np.void, table.shape[1] * 8))).reshape(-1)
+
+
+def _expand_unless_expanded(path, rows, classes, source_classes, keys, log, role):
+  """Chooses between expanded rows and the file's own: the status, and (rows, classes) to use.
+
+  Args:
+    path: the file, whose name may say it is expanded.
+    rows, classes: the expansion's output (source row per output row, its class).
+    source_classes: the classes of the file's rows.
+    keys: function(rows, classes) -> _row_keys of those rows with those classes.
+    log: dict for the status under `role`, or None.
+  """
+  copies = classes != source_classes[rows]
+  reasons = []
+  if str(path).endswith(EXPANDED_SUFFIX):
+    reasons.append(BY_NAME)
+  if copies.any():
+    own = np.arange(len(source_classes))
+    present = np.isin(keys(rows[copies], classes[copies]), keys(own, source_classes))
+    if present.all():
+      reasons.append(BY_CONTENT)
+    elif BY_NAME in reasons:
+      logger.warning("%s: named as expanded, but %s of the %s copies expansion would add are not in it "
+                     "(expanded with another hierarchy?); used as it is", path,
+                     f"{int((~present).sum()):,}", f"{len(present):,}")
+    elif present.mean() > 0.5:
+      logger.warning("%s: %.0f%% of the copies expansion adds were already in the file: is it partly "
+                     "expanded?", path, 100 * present.mean())
+  if reasons:
+    status = ALREADY_EXPANDED.format(" and ".join(reasons))
+    logger.warning("%s: %s", path, status)
+    rows, classes = np.arange(len(source_classes)), source_classes
+  else:
+    status = EXPANDED
+  if log is not None:
+    log[role] = status
+  return rows, classes
+
+
 def _has_column(path, name: str) -> bool:
   with open(path, newline="", encoding="utf-8-sig") as f:
     return name in next(csv.reader(f), [])
 
 
 def read_boxes(path, label_map: labels_lib.LabelMap, expander: Optional[labels_lib.Expander] = None,
-               strict: bool = False, report: Optional[readers.ReadReport] = None):
+               strict: bool = False, report: Optional[readers.ReadReport] = None,
+               expansion: Optional[dict] = None):
   """Boxes of the class list from a box CSV of any release, expanded up the hierarchy if asked.
+
+  A file that is already expanded (see the module docstring) is not expanded again; `expansion`, if
+  given, receives the status under "boxes".
 
   Returns:
     (image_ids uint64 [N], labels int32 [N], boxes float64 [N, 4] yxyx, is_group_of bool [N]).
@@ -129,7 +205,9 @@ def read_boxes(path, label_map: labels_lib.LabelMap, expander: Optional[labels_l
   boxes = table.yxyx()
   rows = np.arange(len(table))
   if expander is not None:
-    rows, classes = expander.boxes(classes)
+    keys = lambda r, c: _row_keys(table.image_id[r], c, boxes[r], group_of[r])
+    rows, classes = _expand_unless_expanded(path, *expander.boxes(classes), classes, keys,
+                                            expansion, "boxes")
   return table.image_id[rows], classes, boxes[rows], group_of[rows]
 
 
@@ -153,8 +231,12 @@ def _check_not_inverted(path, table) -> None:
 
 def read_verified_labels(path, label_map: labels_lib.LabelMap,
                          expander: Optional[labels_lib.Expander] = None, strict: bool = False,
-                         report: Optional[readers.ReadReport] = None):
+                         report: Optional[readers.ReadReport] = None,
+                         expansion: Optional[dict] = None):
   """Human-verified image-level labels of the class list, expanded if asked.
+
+  A file that is already expanded is not expanded again; `expansion`, if given, receives the status
+  under "image_labels".
 
   Positives (Confidence 1) go up to ancestors, verified negatives (0) down to descendants. Where
   expansion (or the file) gives an (image, class) both a positive and a negative, the positive wins:
@@ -177,7 +259,9 @@ def read_verified_labels(path, label_map: labels_lib.LabelMap,
   keep = np.flatnonzero(classes >= 0)
   image_ids, classes, confidence = table.image_id[keep], classes[keep], table.confidence[keep]
   if expander is not None:
-    rows, classes = expander.image_labels(classes, confidence)
+    keys = lambda r, c: _row_keys(image_ids[r], c, confidence[r])
+    rows, classes = _expand_unless_expanded(path, *expander.image_labels(classes, confidence),
+                                            classes, keys, expansion, "image_labels")
     image_ids, confidence = image_ids[rows], confidence[rows]
   return _unique_pairs(image_ids, classes, confidence == 1)
 
@@ -206,13 +290,15 @@ def load(boxes_path, label_map: labels_lib.LabelMap, hierarchy=None, image_label
   """
   expander = make_expander(hierarchy, label_map) if expand else None
   reports = {"boxes": readers.ReadReport(str(boxes_path))}
-  box_columns = read_boxes(boxes_path, label_map, expander, strict, reports["boxes"])
+  expansion = {"boxes": NOT_EXPANDED}
+  box_columns = read_boxes(boxes_path, label_map, expander, strict, reports["boxes"], expansion)
   label_ids = label_classes = None
   if image_labels_path is not None:
     reports["image_labels"] = readers.ReadReport(str(image_labels_path))
+    expansion["image_labels"] = NOT_EXPANDED
     label_ids, label_classes, _ = read_verified_labels(image_labels_path, label_map, expander,
-                                                       strict, reports["image_labels"])
-  return GroundTruth(*box_columns, label_ids, label_classes, expander is not None, reports)
+                                                       strict, reports["image_labels"], expansion)
+  return GroundTruth(*box_columns, label_ids, label_classes, expansion, reports)
 
 
 def expand_predictions(preds: predictions_lib.Predictions,

@@ -70,8 +70,27 @@ def describe_mode(mode: dict) -> str:
   parts = [mode.get("task", "detection")]
   if "protocol" in mode:
     parts.append(f"{mode['protocol']} protocol")
-  parts += [(yes if mode[key] else no) for key, yes, no in _MODE_WORDS if key in mode]
+  for key, yes, no in _MODE_WORDS:
+    if key in mode:
+      parts.append(yes if mode[key] else no)
+    if key == "expand_ground_truth":
+      already = [f"{role} {status.split(':')[0]}"
+                 for role, status in mode.get("ground_truth_expansion", {}).items()
+                 if status.startswith("already")]
+      if already:
+        parts.append(" and ".join(already))
   return ", ".join(parts)
+
+
+def write_official_csv(path, metrics: dict) -> None:
+  """Writes `metric,value` rows as the TF OD API's `oid_challenge_evaluation --output_metrics` does.
+
+  `metrics` is `DetectionResult.metrics(mids, every_class=True)`: mAP first, then every class of the
+  label map in id order (`nan` for a class without ground truth); values as Python's `str` writes
+  them, as the official `io_utils.write_csv` does.
+  """
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    csv.writer(f, delimiter=",").writerows([name, str(value)] for name, value in metrics.items())
 
 
 def _clean(value):
@@ -88,11 +107,11 @@ def _clean(value):
 
 
 def summary_dict(metrics: dict, mean_ap: float, table: list[dict], mode: dict,
-                 inputs: Optional[dict] = None) -> dict:
+                 inputs: Optional[dict] = None, notes: Sequence[str] = ()) -> dict:
   """The content of metrics.json."""
   mode = dict(mode, description=describe_mode(mode))
   return _clean({"mode": mode, "mean_ap": mean_ap, "metrics": metrics, "per_class": table,
-                 "inputs": inputs or {}})
+                 "inputs": inputs or {}, "notes": list(notes)})
 
 
 def write_json(path, content: dict) -> None:

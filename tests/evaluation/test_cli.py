@@ -13,6 +13,7 @@ from oi_models import labels
 from oi_models.datasets import make_sample
 from oi_models.evaluation import ground_truth
 from oi_models.evaluation import predictions
+from oi_models.io import readers
 
 MAP_KEY = "OpenImagesDetectionChallenge_Precision/mAP@0.5IOU"
 
@@ -170,3 +171,68 @@ def test_python_api_expand_predictions(sample, tmp_path):
   assert [r["MID"] for r in plain.table] == list(label_map.mids)
   with pytest.raises(ValueError, match="hierarchy"):
     evaluation.evaluate_files(sample["boxes"], path, sample["class_list"], expand_predictions=True)
+
+
+def _pbtxt(path, label_map):
+  with open(path, "w", encoding="utf-8") as f:
+    for i, (mid, name) in enumerate(zip(label_map.mids, label_map.names), start=1):
+      f.write(f'item {{\n  name: "{mid}"\n  id: {i}\n  display_name: "{name}"\n}}\n')
+  return path
+
+
+def test_official_command_line_on_expanded_files(sample, tmp_path):
+  """oid_challenge_evaluation.py's flags, a .pbtxt label map, `_expanded.csv` files: same numbers."""
+  label_map = labels.LabelMap.from_file(sample["class_list"])
+  truth = ground_truth.load(sample["boxes"], label_map, sample["hierarchy"], sample["image_labels"])
+  boxes = tmp_path / "validation-bbox_expanded.csv"
+  with open(boxes, "w") as f:
+    f.write("ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf\n")
+    for image, cls, box, group_of in zip(readers.key_to_image_id(truth.box_image_ids),
+                                         truth.box_labels, truth.boxes, truth.box_is_group_of):
+      f.write(f"{image},{label_map.mids[cls]},{float(box[1])!r},{float(box[3])!r},"
+              f"{float(box[0])!r},{float(box[2])!r},{int(group_of)}\n")
+  csv_out = tmp_path / "metrics.csv"
+  common = (f"--input_annotations_boxes={boxes}", f"--input_annotations_labels={sample['image_labels']}",
+            f"--input_class_labelmap={_pbtxt(tmp_path / 'labelmap.pbtxt', label_map)}",
+            f"--input_predictions={sample['perfect_csv']}", f"--output_metrics={csv_out}")
+  done = _run(*common, f"--hierarchy={sample['hierarchy']}")
+  assert f"boxes: {boxes}: already expanded (file name and every copy" in done.stdout
+  assert "mAP: 1.000000" in done.stdout
+  with open(csv_out, newline="") as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == [MAP_KEY, "1.0"]
+  assert [r[0] for r in rows[1:]] == [
+      f"OpenImagesDetectionChallenge_PerformanceByCategory/AP@0.5IOU/{m}" for m in label_map.mids]
+  with_gt = set(label_map.mids[c] for c in truth.box_labels)
+  assert all(value == ("1.0" if name.split("IOU/")[1] in with_gt else "nan") for name, value in rows[1:])
+  # Without --hierarchy (the official way: no expansion at all) the result is the same.
+  _run(*common)
+  with open(csv_out, newline="") as f:
+    assert list(csv.reader(f)) == rows
+
+
+def test_hint_names_expand_predictions(sample, tmp_path):
+  label_map = labels.LabelMap.from_file(sample["class_list"])
+  raw = ground_truth.load(sample["boxes"], label_map, expand=False)
+  leaves = tmp_path / "leaves.csv"
+  predictions.write_predictions(leaves, raw.box_image_ids, raw.box_labels,
+                                np.full(len(raw.box_labels), 0.5), raw.boxes, label_map)
+  done = _detection(sample, leaves, tmp_path)
+  assert "hint: " in done.stdout and "--expand_predictions" in done.stdout
+  assert json.loads((tmp_path / "metrics.json").read_text())["notes"]
+
+
+def test_no_ground_truth_or_no_matching_image_is_an_error(sample, tmp_path):
+  empty = tmp_path / "empty.csv"
+  empty.write_text("ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf\n")
+  done = _run(f"--boxes={empty}", f"--class_list={sample['class_list']}",
+              f"--predictions={sample['perfect_csv']}", expect_ok=False)
+  assert done.returncode == 1 and "Traceback" not in done.stderr
+  assert f"oi-evaluate: {empty}: no ground-truth box to evaluate (0 rows read)" in done.stderr
+  elsewhere = tmp_path / "elsewhere.csv"
+  lines = sample["perfect_csv"].read_text().splitlines()
+  elsewhere.write_text("\n".join([lines[0]] + ["f" * 16 + line[16:] for line in lines[1:]]) + "\n")
+  done = _run(f"--boxes={sample['boxes']}", f"--class_list={sample['class_list']}",
+              f"--predictions={elsewhere}", expect_ok=False)
+  assert done.returncode == 1
+  assert f"{elsewhere}: none of the {len(lines) - 1:,} predictions is on one of the" in done.stderr

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from oi_models import evaluation
 from oi_models import labels
 from oi_models.datasets import make_sample
 from oi_models.io import readers
@@ -182,3 +183,92 @@ def test_inverted_ground_truth_box_is_an_error_naming_the_file(files):
   for strict in (False, True):
     with pytest.raises(ValueError, match=re.escape(f"{path}: 1 ground-truth boxes") + f".*{IMG2}"):
       ground_truth.load(path, label_map, strict=strict)
+
+
+def _write_challenge_boxes(path, truth, label_map):
+  """Ground-truth columns as a Challenge 2019 box CSV (7 columns), floats as repr writes them."""
+  ids = readers.key_to_image_id(truth.box_image_ids)
+  with open(path, "w", newline="") as f:
+    f.write("ImageID,LabelName,XMin,XMax,YMin,YMax,IsGroupOf\n")
+    for image, cls, (ymin, xmin, ymax, xmax), group_of in zip(ids, truth.box_labels, truth.boxes,
+                                                              truth.box_is_group_of):
+      xmin, xmax, ymin, ymax = (repr(float(v)) for v in (xmin, xmax, ymin, ymax))
+      f.write(f"{image},{label_map.mids[cls]},{xmin},{xmax},{ymin},{ymax},{int(group_of)}\n")
+
+
+def _write_labels(path, ids, classes, positive, label_map):
+  with open(path, "w", newline="") as f:
+    f.write("ImageID,Source,LabelName,Confidence\n")
+    for image, cls, pos in zip(readers.key_to_image_id(ids), classes, positive):
+      f.write(f"{image},verification,{label_map.mids[cls]},{int(pos)}\n")
+
+
+def test_already_expanded_files_are_not_expanded_again(files):
+  label_map = labels.LabelMap.from_file(files / "classes.csv")
+  expander = ground_truth.make_expander(files / "h.json", label_map)
+  once = ground_truth.load(files / "boxes.csv", label_map, files / "h.json", files / "labels.csv")
+  assert once.expansion == {"boxes": ground_truth.EXPANDED, "image_labels": ground_truth.EXPANDED}
+  _write_challenge_boxes(files / "boxes_x.csv", once, label_map)
+  _write_labels(files / "labels_x.csv",
+                *ground_truth.read_verified_labels(files / "labels.csv", label_map, expander), label_map)
+  twice = ground_truth.load(files / "boxes_x.csv", label_map, files / "h.json", files / "labels_x.csv")
+  by_content = ground_truth.ALREADY_EXPANDED.format(ground_truth.BY_CONTENT)
+  assert twice.expansion == {"boxes": by_content, "image_labels": by_content}
+  assert not twice.expanded
+  for column in ("box_image_ids", "box_labels", "boxes", "box_is_group_of", "label_image_ids",
+                 "label_labels"):
+    np.testing.assert_array_equal(getattr(twice, column), getattr(once, column))
+  # One ancestor copy missing: the file is expanded (again) as a whole, with a warning if mostly there.
+  text = (files / "boxes_x.csv").read_text().splitlines()
+  (files / "partial.csv").write_text("\n".join(l for l in text if "/m/pet" not in l) + "\n")
+  partial = ground_truth.load(files / "partial.csv", label_map, files / "h.json")
+  assert partial.expansion["boxes"] == ground_truth.EXPANDED
+  # The Challenge's file name says it, whatever the content.
+  named = files / "challenge-2019-validation-detection-bbox_expanded.csv"
+  named.write_text((files / "boxes.csv").read_text())
+  truth = ground_truth.load(named, label_map, files / "h.json")
+  assert truth.expansion["boxes"] == ground_truth.ALREADY_EXPANDED.format(ground_truth.BY_NAME)
+  np.testing.assert_array_equal(truth.box_labels, [DOG, CAR, OTH])
+
+
+def test_perfect_predictions_on_expanded_challenge_files_score_one(tmp_path):
+  """The Challenge's `_expanded.csv` files with the hierarchy: 1.0, not 0.8125 from expanding twice."""
+  info = make_sample.make_sample(tmp_path / "sample", num_images=30)
+  label_map = labels.LabelMap.from_file(info.class_list)
+  boxes, image_labels = info.boxes["train"], info.image_labels["train"]
+  once = ground_truth.load(boxes, label_map, info.hierarchy, image_labels)
+  expanded_boxes = tmp_path / "challenge-2019-validation-detection-bbox_expanded.csv"
+  _write_challenge_boxes(expanded_boxes, once, label_map)
+  expanded_labels = tmp_path / "challenge-2019-validation-detection-human-imagelabels_expanded.csv"
+  _write_labels(expanded_labels, *ground_truth.read_verified_labels(
+      image_labels, label_map, ground_truth.make_expander(info.hierarchy, label_map)), label_map)
+  perfect = tmp_path / "perfect.csv"
+  predictions.write_predictions(perfect, once.box_image_ids, once.box_labels,
+                                np.linspace(1, 0.5, len(once.box_labels)), once.boxes, label_map)
+  result = evaluation.evaluate_files(expanded_boxes, perfect, label_map, info.hierarchy,
+                                     expanded_labels)
+  assert result.mean_ap == 1.0
+  assert set(result.mode["ground_truth_expansion"].values()) == {
+      ground_truth.ALREADY_EXPANDED.format(f"{ground_truth.BY_NAME} and {ground_truth.BY_CONTENT}")}
+  assert "boxes already expanded (file name and every copy" in result.summary()["mode"]["description"]
+  assert not result.notes  # the predictions name parent classes: no hint
+
+
+def test_hint_when_predictions_name_no_parent_class(tmp_path):
+  info = make_sample.make_sample(tmp_path / "sample", num_images=30)
+  label_map = labels.LabelMap.from_file(info.class_list)
+  boxes, image_labels = info.boxes["train"], info.image_labels["train"]
+  raw = ground_truth.load(boxes, label_map, expand=False)
+  hierarchy = labels.Hierarchy.from_json(info.hierarchy)
+  parents = {label_map.index(m) for m in label_map.mids if hierarchy.descendants(m) & set(label_map.mids)}
+  leaves = ~np.isin(raw.box_labels, list(parents))
+  path = tmp_path / "leaves.csv"
+  predictions.write_predictions(path, raw.box_image_ids[leaves], raw.box_labels[leaves],
+                                np.full(leaves.sum(), 0.9), raw.boxes[leaves], label_map)
+  result = evaluation.evaluate_files(boxes, path, label_map, hierarchy, image_labels)
+  assert len(result.notes) == 1 and "--expand_predictions" in result.notes[0]
+  assert result.summary()["notes"] == result.notes
+  assert result.mean_ap < 1
+  assert not evaluation.evaluate_files(boxes, path, label_map, hierarchy, image_labels,
+                                       expand_predictions=True).notes
+  assert not evaluation.evaluate_files(boxes, path, label_map, image_labels=image_labels).notes
