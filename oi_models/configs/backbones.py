@@ -22,7 +22,7 @@ class SlimResNetV1(hyperparams.Config):
   block_repeats: List[int] = dataclasses.field(default_factory=list)  # units per block; [] = model_id's
   depth_multiplier: float = 1.0
   batch_norm_scale: bool = True  # batch norm with gamma (tf-slim's resnet_arg_scope default)
-  input_normalization: str = "model_garden"  # or "vgg": input already minus slim's VGG channel means
+  input_normalization: str = "vgg"  # input minus slim's VGG means; "model_garden": (x - mean) / std
   norm_momentum: float = 0.997
   norm_epsilon: float = 1e-5
   bn_trainable: bool = True
