@@ -101,15 +101,32 @@ def read_by_index(source: Sequence[bytes], features: tfds.features.FeaturesDict,
           .map(parse, num_parallel_calls=tf.data.AUTOTUNE))
 
 
-def image_classes(source: Sequence[bytes], field: str = "objects/label",
-                  fetch_size: int = 256) -> sampling.ImageClasses:
-  """The classes of every example (one pass parsing only `field`), for `ClassAwareSampler`."""
+_CONFIDENCE_OF = {"image_labels/label": "image_labels/confidence",
+                  "machine_labels/label": "machine_labels/confidence"}
+
+
+def image_classes(source: Sequence[bytes], field: str = "objects/label", fetch_size: int = 256,
+                  min_confidence: float = 0.5) -> sampling.ImageClasses:
+  """The classes shown on every example (one pass parsing only `field`), for `ClassAwareSampler`.
+
+  `field` is `objects/label` (box classes), or an image-level list, `image_labels/label` or
+  `machine_labels/label`: there only positives count, labels of confidence >= `min_confidence`
+  (human-verified labels are 1 or 0; a 0 is a verified negative, a class the image does *not* show,
+  which must not make the sampler draw the image for that class).
+  """
   fetch = _fetch(source)
+  confidence = _CONFIDENCE_OF.get(field)
   spec = {field: tf.io.RaggedFeature(tf.int64)}
+  if confidence:
+    spec[confidence] = tf.io.RaggedFeature(tf.float32)
   lists = []
   for start in range(0, len(source), fetch_size):
     records = fetch(np.arange(start, min(start + fetch_size, len(source))))
-    lists.extend(tf.io.parse_example(records, spec)[field].numpy())
+    parsed = tf.io.parse_example(records, spec)
+    labels = parsed[field].numpy()
+    if confidence:
+      labels = [l[c >= min_confidence] for l, c in zip(labels, parsed[confidence].numpy())]
+    lists.extend(labels)
   return sampling.ImageClasses.from_lists(lists)
 
 

@@ -601,7 +601,7 @@ def _beam_join(item, spec: SplitSpec, has_metadata: bool):
       counts.add("images/unlisted_file", len(images))
     return
   counts.add("images/listed")
-  counts.add("metadata/dropped/duplicate_image_row", len(rotations) - 1)
+  counts.add("metadata/dropped/duplicate_image_row", max(0, len(rotations) - 1))
   if len(images) > 1:
     counts.add("images/duplicate_file", len(images) - 1)
   image = min(images, key=lambda entry: entry[0])[1] if images else None

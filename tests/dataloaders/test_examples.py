@@ -65,6 +65,23 @@ def test_image_classes_reads_the_box_labels(source):
   np.testing.assert_array_equal(ic.classes, expected.classes)
 
 
+def test_image_classes_of_image_level_labels_count_only_positives():
+  feats = fake.features(machine_labels=True)
+  rng = np.random.default_rng(1)
+  labels = [([0, 1, 3], [1.0, 0.0, 1.0]), ([1], [0.0]), ([2, 4], [1.0, 1.0]), ([], [])]
+  machine = [([4], [0.7]), ([1, 2], [0.2, 0.5]), ([], []), ([0], [0.49])]
+  exs = [fake.example(fake.image_id(i), fake.noise_image(rng, 8, 8), image_labels=l,
+                      confidences=c, machine=m) for i, ((l, c), m) in enumerate(zip(labels, machine))]
+  records = fake.serialize(feats, exs)
+  human = examples.image_classes(records, field="image_labels/label", fetch_size=3)
+  np.testing.assert_array_equal(human.offsets, [0, 2, 2, 4, 4])  # Image 1 has only a negative.
+  np.testing.assert_array_equal(human.classes, [0, 3, 2, 4])
+  assert human.images_per_class(5).tolist() == [1, 0, 1, 1, 1]  # Class 1: verified negatives only.
+  machine_classes = examples.image_classes(records, field="machine_labels/label")
+  np.testing.assert_array_equal(machine_classes.offsets, [0, 1, 2, 2, 2])
+  np.testing.assert_array_equal(machine_classes.classes, [4, 2])
+
+
 def test_class_aware_stream_reads_the_sampler_sequence_across_epochs(source):
   feats, records = source
   sampler = sampling.ClassAwareSampler(examples.image_classes(records), seed=4, num_workers=2,

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import pathlib
+import re
 import shutil
 import tarfile
 
@@ -86,13 +87,36 @@ def _release_names(release):
 
 
 @pytest.fixture(scope="module")
-def release_dirs(sample, tmp_path_factory):
-  """manual_dir per release: the sample's files under that release's official names (symlinks)."""
+def large_sample(tmp_path_factory):
+  """A tiny sample whose images exceed both resize policies (long side 1300, >= 1.2 Mpixels)."""
+  return make_sample.make_sample(tmp_path_factory.mktemp("large_sample"), num_images=4,
+                                 image_size=1300, splits=(2, 1, 1))
+
+
+_CHALLENGE_BOX_COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax", "IsGroupOf")
+
+
+def _challenge_boxes(source: pathlib.Path, dest: pathlib.Path) -> None:
+  """The Challenge 2019 box format (7 columns) of a sample box file, row for row."""
+  rows = _rows(source)
+  with open(dest, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(_CHALLENGE_BOX_COLUMNS)
+    writer.writerows([[r[c] for c in _CHALLENGE_BOX_COLUMNS] for r in rows])
+
+
+@pytest.fixture(scope="module")
+def release_dirs(large_sample, tmp_path_factory):
+  """manual_dir per release: the large sample's files under that release's official names (symlinks;
+  Challenge 2019 box files rewritten in their own 7 columns)."""
+  sample = large_sample
   dirs = {"v6": sample.root}
   for release in ("v4", "v5", "v7", "challenge2019"):
     root = tmp_path_factory.mktemp(f"manual_{release}")
     for source, name in _release_names(release).items():
-      if name:
+      if name and release == "challenge2019" and name.endswith("-detection-bbox.csv"):
+        _challenge_boxes(sample.root / source, root / name)
+      elif name:
         (root / name).symlink_to(sample.root / source)
     for split in make_sample.SPLITS:
       (root / split).symlink_to(sample.root / split, target_is_directory=True)
@@ -125,7 +149,9 @@ def v6_original(sample, tmp_path_factory):
 
 @pytest.mark.parametrize("release", list(releases.RELEASES))
 @pytest.mark.parametrize("policy", builder_images.POLICIES)
-def test_every_config_builds_the_sample(release, policy, release_dirs, sample, tmp_path):
+def test_every_config_builds_the_sample(release, policy, release_dirs, large_sample, tmp_path):
+  """Every config on images that need resizing (1300 px long side, > 1.2 Mpixels)."""
+  sample = large_sample
   ds_builder = _prepare(release_dirs[release], tmp_path, f"{release}_{policy}")
   expected_splits = {"v5": ("train", "validation"), "challenge2019": ("train", "validation")}.get(
       release, make_sample.SPLITS)
@@ -149,9 +175,43 @@ def test_every_config_builds_the_sample(release, policy, release_dirs, sample, t
     report = metadata["build_report"][split]["counts"]
     assert report.get("image_labels/skipped_by_reader/unknown MID", 0) == len(label_rows) - len(known)
     assert report["images/written"] == report["images/listed"] == counts.images
-    for ex in examples.values():
-      width, height = Image.open(io.BytesIO(ex["image"])).size
-      assert builder_images.target_size(width, height, policy) is None
+    assert report.get("images/changed/resized", 0) == (0 if policy == "original" else counts.images)
+    boxes = {}
+    for row in _rows(sample.boxes[split]):
+      boxes.setdefault(row["ImageID"], []).append(row)
+    for image_id, ex in examples.items():
+      path = sample.image_dirs[split] / f"{image_id}.jpg"
+      source = Image.open(path)
+      assert max(source.size) == 1300 and source.size[0] * source.size[1] > 1_200_000
+      image = Image.open(io.BytesIO(ex["image"]))
+      assert (ex["image/original_width"], ex["image/original_height"]) == source.size
+      if policy == "original":
+        assert ex["image"] == path.read_bytes()
+      elif policy == "max1024":  # Long side 1024, the other scaled with it.
+        assert image.format == "JPEG" and max(image.size) == 1024
+        scale = 1024 / max(source.size)
+        assert abs(min(image.size) - min(source.size) * scale) <= 0.5
+      else:  # 300k: the largest size of the same aspect within 300,000 pixels.
+        assert image.format == "JPEG" and image.size[0] * image.size[1] <= 300_000
+        scale = (300_000 / (source.size[0] * source.size[1])) ** 0.5
+        assert all(s * scale - 1.5 < t <= s * scale for s, t in zip(source.size, image.size))
+      rows = boxes.get(image_id, [])
+      objects = ex["objects"]
+      assert [boxable[i] for i in objects["label"]] == [r["LabelName"] for r in rows]
+      np.testing.assert_allclose(  # Normalized boxes do not change with the image size.
+          objects["bbox"], np.array([[float(r[k]) for k in ("YMin", "XMin", "YMax", "XMax")]
+                                     for r in rows], np.float32).reshape(-1, 4), atol=1e-6)
+      assert objects["is_group_of"].tolist() == [int(r["IsGroupOf"]) for r in rows]
+      if release == "challenge2019":  # 7 columns: no Source, no other flag (-1, unknown).
+        assert set(objects["is_occluded"].tolist()) <= {-1} and set(objects["source"]) <= {b""}
+      else:
+        assert objects["is_occluded"].tolist() == [int(r["IsOccluded"]) for r in rows]
+
+
+def test_challenge_box_files_have_the_official_columns(release_dirs, shared):
+  real = shared("annotations", "doc_excerpts", "challenge2019_validation-detection-bbox_head4.csv")
+  ours = release_dirs["challenge2019"] / "challenge-2019-validation-detection-bbox.csv"
+  assert ours.read_text().splitlines()[0] == real.read_text().splitlines()[0]
 
 
 def test_examples_match_the_csv_files(v6_original, sample):
@@ -210,19 +270,74 @@ def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_pa
       (manual / path).unlink()
   train = sorted(sample.image_dirs["train"].glob("*.jpg"))
   half = len(train) // 2
-  _tar(manual / "train_0.tar", [(f"train_0/{p.name}", p.read_bytes()) for p in train[:half]], "w")
+  # Another spelling of the first image, before its official name: the official one is used.
+  other = (f"train_0/{train[0].stem}.jpeg", train[1].read_bytes())
+  _tar(manual / "train_0.tar", [other] + [(f"train_0/{p.name}", p.read_bytes())
+                                          for p in train[:half]], "w")
   _tar(manual / "train_1.tar.gz", [(f"train_1/{p.name}", p.read_bytes()) for p in train[half:]],
        "w:gz")
   for split in ("validation", "test"):
     _tar(manual / f"{split}.tar", [(f"{split}/{p.name}", p.read_bytes())
                                    for p in sorted(sample.image_dirs[split].glob("*.jpg"))], "w")
-  got = _all_examples(_prepare(manual, tmp_path / "data", "v6_original"))
+  ds_builder = _prepare(manual, tmp_path / "data", "v6_original")
+  got = _all_examples(ds_builder)
+  assert ds_builder.info.metadata["build_report"]["train"]["counts"]["images/duplicate_file"] == 1
   _, want = v6_original
   assert got.keys() == want.keys()
   for split in want:
     assert got[split].keys() == want[split].keys()
     for image_id, ex in want[split].items():
       tf.nest.map_structure(np.testing.assert_array_equal, got[split][image_id], ex)
+
+
+def test_damaged_tar_and_stray_files_are_counted_and_printed(sample, tmp_path):
+  manual = _copy(sample, tmp_path / "manual")
+  shutil.rmtree(manual / "validation")
+  images = sorted(sample.image_dirs["validation"].glob("*.jpg"))
+  _tar(manual / "validation.tar", [(f"validation/{p.name}", p.read_bytes()) for p in images]
+       + [("validation/ffffffffffffffff.jpg", b"not listed")], "w")
+  # Cut inside the second image's data: the first stands, the second is missing.
+  first = len(images[0].read_bytes())
+  (manual / "validation.tar").write_bytes((manual / "validation.tar").read_bytes()[:first + 1024 + 600])
+  (manual / "train" / "ffffffffffffffff.jpg").write_bytes(b"not listed either")
+  ds_builder = _prepare(manual, tmp_path / "data", "v6_original")
+  report = ds_builder.info.metadata["build_report"]
+  assert report["validation"]["counts"]["images/corrupt_tar"] == 1
+  assert report["validation"]["counts"]["images/dropped/missing_image"] == 1
+  assert report["train"]["counts"]["images/unlisted_file"] == 1
+  text = builder.summarize_report(report)
+  blocks = dict(re.findall(r"^(\w+): [^\n]*\n((?:  [^\n]*\n?)*)", text, re.M))
+  assert set(blocks) == set(report)
+  for split, entry in report.items():  # Every non-zero counter is printed, under its split.
+    block = "\n" + blocks[split]
+    for name, n in entry["counts"].items():
+      if name not in ("images/listed", "images/written", "boxes/written", "image_labels/written"):
+        assert f"\n  {name}: {n}" in block, (split, name)
+  assert "  images/corrupt_tar: 1" in text and "  images/unlisted_file: 1" in text
+
+
+@pytest.mark.parametrize("with_metadata", [True, False])
+def test_flat_folder_of_the_official_downloader(v6_original, sample, tmp_path, with_metadata):
+  """downloader.py's layout: every split's images as `<ImageID>.jpg` in one folder."""
+  manual = _flat_download(sample, tmp_path / "manual", with_metadata)
+  ds_builder = _prepare(manual, tmp_path / "data", "v6_original")
+  got = _all_examples(ds_builder)
+  _, want = v6_original
+  assert got.keys() == want.keys()
+  for split in want:
+    assert got[split].keys() == want[split].keys()
+    for image_id, ex in want[split].items():
+      tf.nest.map_structure(np.testing.assert_array_equal, got[split][image_id], ex)
+    counts = ds_builder.info.metadata["build_report"][split]["counts"]
+    assert counts["images/listed"] == counts["images/written"] == sample.counts[split].images
+    assert "images/unlisted_file" not in counts  # The other splits' images are not strays.
+
+
+def test_empty_class_list_is_refused(sample, tmp_path):
+  manual = _copy(sample, tmp_path / "manual", image_folders=False)
+  (manual / make_sample.CLASS_LIST).write_text("")
+  with pytest.raises(builder.BuildError, match="boxable class list .* holds no class"):
+    _prepare(manual, tmp_path / "data", "v6_original")
 
 
 def test_split_left_without_examples_is_not_built_and_is_reported(sample, tmp_path):
@@ -304,8 +419,17 @@ def bad_download(sample, tmp_path_factory):
   unknown = dict(next(r for r in boxes if r["ImageID"] == ids[6]), LabelName="/m/not_a_class")
   _write_rows(root / make_sample.BOX_FILES["train"], boxes + [absent, unknown])
   labels = _rows(root / make_sample.LABEL_FILES["train"])
+  half = dict(next(r for r in labels if r["ImageID"] == ids[7]), Confidence="0.5")  # Not human.
   _write_rows(root / make_sample.LABEL_FILES["train"],
-              labels + [dict(labels[0], ImageID=ids[6], LabelName="/m/not_a_class")])
+              labels + [dict(labels[0], ImageID=ids[6], LabelName="/m/not_a_class"), half])
+  # Two files of one image: the official name wins over `.jpeg`, whatever the listing order.
+  (folder / f"{ids[7]}.jpeg").write_bytes(good[ids[6]])
+  # Validation: a broken link, and a folder named like an image beside the real `.jpeg` file.
+  val = sorted(p.stem for p in (root / "validation").glob("*.jpg"))
+  (root / "validation" / f"{val[0]}.jpg").unlink()
+  (root / "validation" / f"{val[0]}.jpg").symlink_to(root / "validation" / "gone.jpg")
+  (root / "validation" / f"{val[1]}.jpg").rename(root / "validation" / f"{val[1]}.jpeg")
+  (root / "validation" / f"{val[1]}.jpg").mkdir()
   return root, ids
 
 
@@ -329,6 +453,11 @@ def test_bad_data_is_counted_with_reasons(bad_build, bad_download, sample):
   assert counts["boxes/dropped/row_for_absent_image"] == 1
   assert counts["boxes/skipped_by_reader/unknown MID"] == 1
   assert counts["image_labels/skipped_by_reader/unknown MID"] == 1
+  assert counts["image_labels/dropped/confidence_not_0_or_1"] == 1
+  assert 0.5 not in by_split["train"][ids[7]]["image_labels"]["confidence"]
+  assert counts["images/duplicate_file"] == 1
+  assert by_split["train"][ids[7]]["image"] == (sample.image_dirs["train"] / f"{ids[7]}.jpg"
+                                                ).read_bytes()
   assert set(by_split["train"]) == set(ids) - {ids[0], ids[1], ids[5]}
   assert counts["images/written"] == SPLIT_SIZES[0] - 3
   for kind in ("boxes", "image_labels"):  # Every row of the files is accounted for.
@@ -343,6 +472,15 @@ def test_bad_data_is_counted_with_reasons(bad_build, bad_download, sample):
     image = Image.open(io.BytesIO(by_split["train"][i]["image"]))
     assert (image.format, image.mode) == ("JPEG", "RGB")
     assert image.size == Image.open(sample.image_dirs["train"] / f"{i}.jpg").size
+  val = sorted(p.stem for p in sample.image_dirs["validation"].glob("*.jpg"))
+  counts = ds_builder.info.metadata["build_report"]["validation"]["counts"]
+  assert counts["images/dropped/unreadable_file"] == 1 and counts["images/duplicate_file"] == 1
+  assert "gone.jpg" not in str(ds_builder.info.metadata["build_report"]["validation"]["examples"])
+  assert f"{val[0]}.jpg" in ds_builder.info.metadata["build_report"]["validation"]["examples"][
+      "images/dropped/unreadable_file"][0]
+  assert set(by_split["validation"]) == {val[1]}  # From its `.jpeg` file, not the folder.
+  assert by_split["validation"][val[1]]["image"] == (
+      sample.image_dirs["validation"] / f"{val[1]}.jpg").read_bytes()
 
 
 def test_rotated_image_and_its_boxes_come_out_upright(sample, v6_original, tmp_path):
@@ -439,12 +577,28 @@ def test_pipeline_reads_a_built_dataset(v6_original):
   assert seen == SPLIT_SIZES[0]
 
 
-@pytest.mark.parametrize("case", ["bad_data", "classes_and_limit"])
+def _flat_download(sample, dest: pathlib.Path, with_metadata: bool) -> pathlib.Path:
+  """The sample as downloader.py leaves it: every split's images in one folder `images/`."""
+  manual = _copy(sample, dest, image_folders=False)
+  (manual / "images").mkdir()
+  for split in make_sample.SPLITS:
+    for path in sample.image_dirs[split].glob("*.jpg"):
+      (manual / "images" / path.name).symlink_to(path)
+    if not with_metadata:  # Then a split's images are those its annotation files name.
+      (manual / make_sample.METADATA_FILES[split]).unlink()
+  return manual
+
+
+@pytest.mark.parametrize("case", ["bad_data", "classes_and_limit", "flat_folder"])
 def test_beam_build_equals_the_plain_build(case, bad_build, bad_download, sample, tmp_path):
   beam = pytest.importorskip("apache_beam")
   if case == "bad_data":
     manual, (plain_builder, plain) = bad_download[0], bad_build
     config = "v6_max1024"
+  elif case == "flat_folder":
+    manual, config = _flat_download(sample, tmp_path / "manual", with_metadata=False), "v6_original"
+    plain_builder = _prepare(manual, tmp_path / "plain", config)
+    plain = _all_examples(plain_builder)
   else:
     boxable = [row[0] for row in csv.reader(open(sample.class_list, encoding="utf-8"))]
     manual = sample.root
@@ -461,41 +615,3 @@ def test_beam_build_equals_the_plain_build(case, bad_build, bad_download, sample
       tf.nest.map_structure(np.testing.assert_array_equal, got[split][image_id], ex)
     assert beam_builder.info.metadata["build_report"][split]["counts"] == \
         plain_builder.info.metadata["build_report"][split]["counts"]
-
-
-@pytest.fixture(scope="module")
-def large_sample(tmp_path_factory):
-  """A tiny sample whose images exceed both resize policies (long side 1300, >= 1.2 Mpixels)."""
-  return make_sample.make_sample(tmp_path_factory.mktemp("large_sample"), num_images=4,
-                                 image_size=1300, splits=(2, 1, 1))
-
-
-@pytest.mark.parametrize("policy", ["max1024", "300k"])
-def test_large_images_are_resized_by_the_policy(policy, large_sample, tmp_path):
-  ds_builder = _prepare(large_sample.root, tmp_path, f"v6_{policy}")
-  resized = 0
-  for split in make_sample.SPLITS:
-    examples = _examples(ds_builder, split)
-    assert set(examples) == {r["ImageID"] for r in _rows(large_sample.metadata[split])}
-    boxes = {}
-    for row in _rows(large_sample.boxes[split]):
-      boxes.setdefault(row["ImageID"], []).append(row)
-    for image_id, ex in examples.items():
-      source = Image.open(large_sample.image_dirs[split] / f"{image_id}.jpg")
-      assert max(source.size) == 1300 and source.size[0] * source.size[1] > builder_images.MAX_PIXELS
-      image = Image.open(io.BytesIO(ex["image"]))
-      assert (image.format, image.mode) == ("JPEG", "RGB")
-      assert image.size == builder_images.target_size(*source.size, policy)
-      if policy == "max1024":
-        assert max(image.size) == builder_images.MAX_LONG_SIDE == 1024
-      else:
-        assert image.size[0] * image.size[1] <= builder_images.MAX_PIXELS == 300_000
-      assert (ex["image/original_width"], ex["image/original_height"]) == source.size
-      rows = boxes.get(image_id, [])
-      np.testing.assert_allclose(  # Normalized boxes do not change with the image size.
-          ex["objects"]["bbox"], np.array([[float(r[k]) for k in ("YMin", "XMin", "YMax", "XMax")]
-                                           for r in rows], np.float32).reshape(-1, 4), atol=1e-6)
-    counts = ds_builder.info.metadata["build_report"][split]["counts"]
-    assert counts["images/changed/resized"] == counts["images/written"] == len(examples)
-    resized += counts["images/changed/resized"]
-  assert resized == large_sample.num_images == 4
