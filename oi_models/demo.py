@@ -13,10 +13,10 @@ import shutil
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from oi_models import app
 from oi_models import visualize
 from oi_models.datasets import make_sample
 

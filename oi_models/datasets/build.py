@@ -15,9 +15,10 @@ import json
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from oi_models import app
 
 FLAGS = flags.FLAGS
 

@@ -818,7 +818,12 @@ class OpenImages(tfds.core.GeneratorBasedBuilder):
     root = pathlib.Path(dl_manager.manual_dir)
     boxable = _class_list(root, release.boxable_classes, "boxable class list")
     image_level = _class_list(root, release.image_level_classes, "image-level class list")
-    hierarchy = releases.require(root, release.hierarchy, "class hierarchy").read_text("utf-8")
+    hierarchy_path = releases.require(root, release.hierarchy, "class hierarchy")
+    try:  # Its MIDs must nest with the boxable list's, or it is another release's (or has a typo).
+      labels_lib.validate_hierarchy(hierarchy_path, boxable)
+    except ValueError as e:  # AnnotationError: names the file and the MIDs.
+      raise BuildError(f"class hierarchy: {e}") from None
+    hierarchy = hierarchy_path.read_text("utf-8")
     selected = _resolve_classes(config.classes, boxable, image_level) if config.classes else None
     box_mids, box_remap = _subset(boxable, selected)
     image_mids, label_remap = _subset(image_level, selected)

@@ -409,7 +409,7 @@ def _parse_splits(values: Sequence[str]) -> list[Union[int, float]]:
 
 def run():
   """Console script `oi-make-sample`."""
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from oi_models import app  # pylint: disable=g-import-not-at-top
   flags = _define_flags()
 
   def main(argv):

@@ -340,6 +340,20 @@ def test_empty_class_list_is_refused(sample, tmp_path):
     _prepare(manual, tmp_path / "data", "v6_original")
 
 
+@pytest.mark.parametrize("case", ["typo", "top_level_list"])
+def test_hierarchy_that_does_not_fit_the_class_list_is_refused(sample, tmp_path, case):
+  manual = _copy(sample, tmp_path / "manual", image_folders=False)
+  text = (manual / make_sample.HIERARCHY).read_text()
+  mid = next(row[0] for row in csv.reader(open(sample.class_list, encoding="utf-8")))
+  assert f'"{mid}"' in text
+  bad = text.replace(f'"{mid}"', '"/m/0typo"') if case == "typo" else f"[{text}]"
+  (manual / make_sample.HIERARCHY).write_text(bad)
+  with pytest.raises(builder.BuildError, match="class hierarchy: .*" + make_sample.HIERARCHY) as e:
+    _prepare(manual, tmp_path / "data", "v6_original")
+  if case == "typo":
+    assert "/m/0typo" in str(e.value) and mid in str(e.value)
+
+
 def test_split_left_without_examples_is_not_built_and_is_reported(sample, tmp_path):
   manual = _copy(sample, tmp_path / "manual")
   for path in (manual / "validation").glob("*.jpg"):
