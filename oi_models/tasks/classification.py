@@ -1,0 +1,233 @@
+"""The Open Images classifier as a Model Garden task: three-state labels, masked loss, mAP.
+
+A subclass of Model Garden's `ImageClassificationTask`: its model builder (backbone from the config's
+one-of + logits head), initialization from checkpoints and train step are used as they are; what
+changes is
+
+- the input: this package's TFDS dataset `open_images` through `dataloaders.classification_input`,
+  labels as `{"labels", "label_weights"}` (unknown pairs weigh 0), in shuffled or class-aware order,
+  each input pipeline reading its own share;
+- the classes: a release's class list, or the image-level classes with enough verified positives in
+  the train and validation splits; the list is kept in `<model_dir>/classes.csv`;
+- the loss: sigmoid cross-entropy over verified labels, normalised by the known labels of the global
+  batch (`modeling.classification_losses`);
+- the metric: the Open Images classification mAP over verified labels
+  (`evaluation.ClassificationEvaluator`), with a per-class table (MID, display name, AP, counts)
+  written next to metrics.json by the trainer (`write_evaluation`).
+
+Model Garden's train step divides the task loss by the number of replicas (its loss is a per-replica
+mean); `build_losses` returns the replica's share of the global loss times that number, so the
+division gives exactly the share and the replicas' gradients add up to the gradient of the global loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from official.core import task_factory
+from official.vision.tasks import image_classification
+
+from oi_models import labels as labels_lib
+from oi_models.configs import classification as cls_cfg
+from oi_models.dataloaders import classification_input
+from oi_models.dataloaders import examples
+from oi_models.evaluation import ClassificationEvaluator
+from oi_models.evaluation import report
+from oi_models.evaluation.classification import METRIC_PREFIX
+from oi_models.modeling import classification_losses
+from oi_models.tasks import initialization
+
+CLASSES_FILE = "classes.csv"
+MAP_KEY = f"{METRIC_PREFIX}_mAP"
+
+
+def _tfds_builder(config: cls_cfg.DataConfig) -> tfds.core.DatasetBuilder:
+  import oi_models.datasets  # pylint: disable=g-import-not-at-top,unused-import  (registers open_images)
+  return tfds.builder(config.tfds_name,
+                      data_dir=os.path.expanduser(config.tfds_data_dir) if config.tfds_data_dir else None)
+
+
+def read_class_list(path: str, dataset_mids, dataset_names) -> labels_lib.LabelMap:
+  """A release's class list: class-descriptions CSV, label-map .pbtxt, or one MID per line.
+
+  A bare MID list takes its display names from the dataset (the MID itself where it has none).
+  """
+  with open(path, encoding="utf-8-sig") as f:
+    lines = [line.strip() for line in f if line.strip()]
+  if lines and all(labels_lib.is_mid(line) for line in lines):
+    names = dict(zip(dataset_mids, dataset_names))
+    return labels_lib.LabelMap(tuple(lines), tuple(names.get(m, m) for m in lines))
+  return labels_lib.LabelMap.from_file(path)
+
+
+def trainable_classes(train_positives: np.ndarray, validation_positives: np.ndarray,
+                      min_train: int, min_validation: int) -> np.ndarray:
+  """Indices of the classes with at least `min_train` / `min_validation` verified positives."""
+  return np.flatnonzero((train_positives >= min_train) & (validation_positives >= min_validation))
+
+
+@task_factory.register_task_cls(cls_cfg.ClassifierTask)
+class ClassifierTask(image_classification.ImageClassificationTask):
+  """Open Images multi-label classifier (see the module docstring)."""
+
+  def __init__(self, params: cls_cfg.ClassifierTask, logging_dir: Optional[str] = None,
+               name: Optional[str] = None):
+    self._builders = {}
+    self._statistics = {}
+    self.label_map = self._resolve_classes(params, logging_dir)
+    num_classes = len(self.label_map)
+    if params.model.num_classes not in (0, num_classes):
+      raise ValueError(f"model.num_classes is {params.model.num_classes} but the class list has "
+                       f"{num_classes} classes")
+    super().__init__(params.replace(model={"num_classes": num_classes}), logging_dir, name)
+    self._evaluator = ClassificationEvaluator(num_classes)
+    self._last_result = None
+
+  # Data and classes.
+
+  def _builder(self, config: cls_cfg.DataConfig) -> tfds.core.DatasetBuilder:
+    key = (config.tfds_name, config.tfds_data_dir)
+    if key not in self._builders:
+      self._builders[key] = _tfds_builder(config)
+    return self._builders[key]
+
+  def _label_statistics(self, config: cls_cfg.DataConfig, split: str):
+    key = (config.tfds_name, config.tfds_data_dir, split)
+    if key not in self._statistics:
+      self._statistics[key] = classification_input.label_statistics(self._builder(config), split)
+    return self._statistics[key]
+
+  def _resolve_classes(self, params: cls_cfg.ClassifierTask,
+                       logging_dir: Optional[str]) -> labels_lib.LabelMap:
+    saved = os.path.join(logging_dir, CLASSES_FILE) if logging_dir else None
+    if saved and tf.io.gfile.exists(saved):
+      logging.info("classes: %s (kept from an earlier run in this model dir)", saved)
+      return labels_lib.LabelMap.from_csv(saved)
+    builder = self._builder(params.train_data)
+    mids = builder.info.features["image_labels"]["label"].names
+    names = builder.info.metadata["image_level_class_names"]
+    if params.class_list:
+      label_map = read_class_list(params.class_list, mids, names)
+      logging.info("classes: %d from %s", len(label_map), params.class_list)
+    else:
+      train, _, _ = self._label_statistics(params.train_data, params.train_data.tfds_split)
+      validation, _, _ = self._label_statistics(params.validation_data,
+                                                params.validation_data.tfds_split)
+      keep = trainable_classes(train, validation, params.min_train_positives,
+                               params.min_validation_positives)
+      if not keep.size:
+        raise ValueError(f"no class of {params.train_data.tfds_name} has {params.min_train_positives} "
+                         f"verified positives in train and {params.min_validation_positives} in "
+                         "validation: lower min_train_positives / min_validation_positives")
+      label_map = labels_lib.LabelMap(tuple(mids[i] for i in keep), tuple(names[i] for i in keep))
+      logging.info("classes: %d of %d with >= %d verified positives in train and >= %d in "
+                   "validation", len(keep), len(mids), params.min_train_positives,
+                   params.min_validation_positives)
+    if saved:
+      tf.io.gfile.makedirs(logging_dir)
+      label_map.to_csv(saved)
+    return label_map
+
+  def build_inputs(self, params: cls_cfg.DataConfig,
+                   input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+    """This input pipeline's share of a split, parsed and batched to the per-replica batch size."""
+    builder = self._builder(params)
+    num_workers = input_context.num_input_pipelines if input_context else 1
+    worker = input_context.input_pipeline_id if input_context else 0
+    batch_size = (input_context.get_per_replica_batch_size(params.global_batch_size)
+                  if input_context else params.global_batch_size)
+    image_classes = None
+    if params.order == "class_aware":
+      _, _, image_classes = self._label_statistics(params, params.tfds_split)
+    stream = examples.load(builder, params.tfds_split, order=params.order, seed=params.seed,
+                           num_workers=num_workers, worker_index=worker,
+                           image_classes_of_split=image_classes, deterministic=params.deterministic)
+    hierarchy = (labels_lib.Hierarchy(json.loads(builder.info.metadata["hierarchy"]))
+                 if params.expand_hierarchy else None)
+    parser = classification_input.Parser.from_features(
+        builder.info.features, self.label_map.mids, hierarchy=hierarchy,
+        output_size=self.task_config.model.input_size[:2],
+        use_machine_labels=params.machine_labels != "off",
+        machine_label_threshold=params.machine_label_threshold,
+        soft_machine_labels=params.machine_labels == "soft", preprocessing=params.preprocessing,
+        aug_rand_hflip=params.aug_rand_hflip, crop_area_range=tuple(params.crop_area_range),
+        center_crop_fraction=params.center_crop_fraction, dtype=params.dtype)
+    return classification_input.dataset(stream, parser, is_training=params.is_training,
+                                        batch_size=batch_size, drop_remainder=params.drop_remainder,
+                                        deterministic=params.deterministic)
+
+  def initialize(self, model):
+    """Loads `init_checkpoint` (Keras .h5, TF2 or converted checkpoint; all or backbone only)."""
+    if self.task_config.init_checkpoint:
+      initialization.initialize(model, self.task_config.init_checkpoint,
+                                self.task_config.init_checkpoint_modules)
+
+  # Loss, steps, metrics.
+
+  def build_losses(self, labels: dict, model_outputs: tf.Tensor,
+                   aux_losses: Optional[Any] = None) -> tf.Tensor:
+    """The replica's share of the global verified-label loss, times the number of replicas."""
+    config = self.task_config.losses
+    share = classification_losses.verified_label_loss(
+        model_outputs, labels["labels"], labels["label_weights"],
+        unknown_as_negative=config.unknown_labels == "negative",
+        unknown_weight=config.unknown_weight, label_smoothing=config.label_smoothing)
+    total = share * tf.distribute.get_strategy().num_replicas_in_sync
+    if aux_losses:
+      total += tf.add_n(aux_losses)
+    return config.loss_weight * total
+
+  def build_metrics(self, training: bool = True):
+    """No Keras metrics: the mAP is computed on the host by `aggregate_logs` at evaluation."""
+    del training
+    return []
+
+  def validation_step(self, inputs, model, metrics=None):
+    """Loss plus the scores and three-state targets (1, 0, -1 unknown) for the evaluator."""
+    del metrics
+    features, labels = inputs
+    outputs = tf.cast(self.inference_step(features, model), tf.float32)
+    loss = self.build_losses(labels, outputs, aux_losses=model.losses)
+    targets = tf.where(labels["label_weights"] > 0, tf.cast(labels["labels"] >= 0.5, tf.int32), -1)
+    scores = tf.sigmoid(outputs)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      # Every replica gets the whole global batch, so each worker's evaluator sees all of it.
+      scores, targets = context.all_gather(scores, axis=0), context.all_gather(targets, axis=0)
+    return {self.loss: loss, "scores": scores, "targets": targets}
+
+  def aggregate_logs(self, state=None, step_outputs=None):
+    """Adds a step's global batch (the first local replica's gathered copy) to the evaluator."""
+    if state is None:
+      self._evaluator.reset()
+      state = self._evaluator
+    state.add_batch(np.asarray(step_outputs["scores"][0]), np.asarray(step_outputs["targets"][0]))
+    return state
+
+  def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
+    result = aggregated_logs.evaluate()
+    self._last_result = result
+    return {MAP_KEY: float(np.nan_to_num(result.mean_ap)),
+            "num_classes_evaluated": int((result.num_positives > 0).sum()),
+            "num_images_evaluated": result.num_images}
+
+  def write_evaluation(self, output_dir: str, step: int) -> dict:
+    """Writes metrics.json and per_class.csv (MID, display name, AP, counts) of the last evaluation."""
+    result = self._last_result
+    if result is None:
+      return {}
+    mode = {"task": "classification", "unknown_as_negative": False,
+            "expand_ground_truth": self.task_config.validation_data.expand_hierarchy,
+            "num_classes": len(self.label_map),
+            "num_classes_evaluated": int((result.num_positives > 0).sum()),
+            "num_images": result.num_images, "global_step": int(step),
+            "split": self.task_config.validation_data.tfds_split}
+    summary = report.summary_dict(result.metrics(self.label_map.mids), result.mean_ap,
+                                  report.classification_table(result, self.label_map), mode)
+    return report.write(output_dir, summary, report.CLASSIFICATION_COLUMNS)
