@@ -51,6 +51,7 @@ CONSOLE_SCRIPTS = [
     "oi-download=oi_models.tools.download:run",
     "oi-evaluate=oi_models.evaluation.cli:run",
     "oi-make-sample=oi_models.data.make_sample:run",
+    "oi-train=oi_models.tasks.train:run",
 ]
 
 setuptools.setup(
