@@ -50,7 +50,9 @@ CONSOLE_SCRIPTS = [
     "oi-demo=oi_models.demo:run",
     "oi-download=oi_models.tools.download:run",
     "oi-evaluate=oi_models.evaluation.cli:run",
+    "oi-image-sizes=oi_models.tools.image_sizes:run",
     "oi-make-sample=oi_models.data.make_sample:run",
+    "oi-to-sql=oi_models.tools.to_sql:run",
     "oi-train=oi_models.tasks.train:run",
 ]
 
