@@ -162,7 +162,7 @@ def _build(batch: dict, checks: csv_engine.Checks, context: dict) -> BoxTable:
 
 FORMAT = csv_engine.Format(
     "boxes", ("ImageID", "LabelName") + CORNER_COLUMNS, ("Source", "Confidence") + FLAG_COLUMNS,
-    CLICK_COLUMNS, frozenset(("Source", "LabelName") + FLAG_COLUMNS), _build,
+    CLICK_COLUMNS, frozenset(("ImageID", "Source", "LabelName") + FLAG_COLUMNS), _build,
     # Box corners are parsed as float64 (then cast to the coordinate dtype asked for), so an
     # evaluation sees the values the official evaluator's pandas reads.
     numeric=dict([(name, pa.float32()) for name in ("Confidence",) + CLICK_COLUMNS] +

@@ -455,11 +455,13 @@ class Chunk:
   """One segment's kept rows, and each kept row's physical line (computed on demand)."""
 
   table: object
-  records: np.ndarray  # int64 record number (header = 1) of each kept row
+  rows: np.ndarray | None  # parser-row index in the segment of each kept row; None: all rows kept
+  records_of: Callable[[np.ndarray], np.ndarray]  # parser-row indices -> record numbers
   lines: "_LineMap"
 
   def line(self, kept_row: int) -> int:
-    return self.lines.line(int(self.records[kept_row]))
+    row = kept_row if self.rows is None else self.rows[kept_row]
+    return self.lines.line(int(self.records_of(np.asarray([row]))[0]))
 
 
 class _LineMap:
@@ -562,75 +564,73 @@ class _Stream:
     for offset, newlines in guarded.multiline:
       self.lines.add(_record_at(guarded, first_record, offset), newlines)
     # Record number of each returned row: rows pyarrow rejected hold numbers too.
-    rejected = np.asarray([number for number, *_ in invalid], np.int64) - 1
-    thresholds = rejected - np.arange(len(rejected))
-    rows = np.arange(n, dtype=np.int64)
-    records = first_record + rows + np.searchsorted(thresholds, rows, side="right")
+    rejected = first_record - 1 + np.asarray([number for number, *_ in invalid], np.int64)
+    thresholds = rejected - first_record - np.arange(len(rejected))
+
+    def records_of(rows: np.ndarray) -> np.ndarray:
+      return first_record + rows + np.searchsorted(thresholds, rows, side="right")
+
     checks = Checks(n)
-    self._add_strays(guarded, first_record, records, checks)
+    self._add_strays(guarded, first_record, rejected, checks)
     table = self.fmt.build(dict(zip(batch.schema.names, batch.columns)), checks, self.context)
     invalid = [(first_record + number - 1, *rest) for number, *rest in invalid]
     if self.strict:
-      self._raise_first(checks, records, invalid)
-    self._count(checks, records, invalid)
+      self._raise_first(checks, records_of, invalid)
+    self._count(checks, records_of, invalid)
     bad = checks.bad()
     bad_units = checks.bad_units(bad)
     if bad_units is None:
-      keep = np.flatnonzero(~bad)
-      kept_records = records[keep]
+      keep = kept_rows = np.flatnonzero(~bad)
     else:
       keep = np.flatnonzero(~bad_units)
-      kept_records = records[checks.unit_rows[keep]]
+      kept_rows = checks.unit_rows[keep]
     self.report.rows_read += n + len(invalid)
     self.report.rows_kept += int(n - bad.sum())
     for change, changed in checks.adjusted:
       self.report.adjusted[change] += int((changed & ~bad).sum())
     if len(keep) < len(table):
       table = table.take(keep)
-    return Chunk(table, kept_records, self.lines), n + len(invalid)
+    elif bad_units is None:
+      kept_rows = None
+    return Chunk(table, kept_rows, records_of, self.lines), n + len(invalid)
 
-  def _add_strays(self, guarded: _Guarded, first_record: int, records: np.ndarray,
+  def _add_strays(self, guarded: _Guarded, first_record: int, rejected: np.ndarray,
                   checks: Checks) -> None:
     if not guarded.strays:
       return
-    mask = np.zeros(checks.n, bool)
     messages = {}
-    for offset, field, line in guarded.strays:
-      record = _record_at(guarded, first_record, offset)
-      row = int(np.searchsorted(records, record))
-      mask[row] = True
+    for line_index, field, line in guarded.strays:
+      record = _record_at(guarded, first_record, line_index)
+      row = record - first_record - int(np.searchsorted(rejected, record))
       name = self.header[field].strip() if field < len(self.header) else "row"
       messages[row] = (name, f"{STRAY_QUOTE}: {line[:80]!r}")
     # One check per field named, so strict mode and examples say which field.
     for name in dict.fromkeys(field for field, _ in messages.values()):
-      rows = np.asarray([r for r, (f, _) in messages.items() if f == name])
-      field_mask = np.zeros(checks.n, bool)
-      field_mask[rows] = True
-      checks.add(STRAY_QUOTE, name, field_mask, lambda row: messages[row][1])
+      mask = np.zeros(checks.n, bool)
+      mask[[row for row, (field, _) in messages.items() if field == name]] = True
+      checks.add(STRAY_QUOTE, name, mask, lambda row: messages[row][1])
 
   def _empty_batch(self) -> pa.RecordBatch:
     arrays = [pa.array([], DICT if name in self.fmt.dictionary else STRING)
               for name in self.names.values()]
     return pa.RecordBatch.from_arrays(arrays, names=list(self.names.values()))
 
-  def _first_unit(self, mask: np.ndarray, unit_rows) -> tuple[int, int]:
-    unit = int(np.flatnonzero(mask)[0])
-    return unit, (unit if unit_rows is None else int(unit_rows[unit]))
-
-  def _raise_first(self, checks: Checks, records: np.ndarray, invalid: list) -> None:
+  def _raise_first(self, checks: Checks, records_of, invalid: list) -> None:
     """Strict mode: raises for the segment's earliest bad row."""
     best = None  # (record, field, message)
     for _, field, mask, describe_row, unit_rows in checks.items:
-      unit, row = self._first_unit(mask, unit_rows)
-      if best is None or records[row] < best[0]:
-        best = (int(records[row]), field, describe_row(unit))
+      unit = int(np.flatnonzero(mask)[0])
+      row = unit if unit_rows is None else int(unit_rows[unit])
+      record = int(records_of(np.asarray([row]))[0])
+      if best is None or record < best[0]:
+        best = (record, field, describe_row(unit))
     if invalid and (best is None or invalid[0][0] < best[0]):
       record, line, expected, actual = invalid[0]
       best = (record, "row", _wrong_fields(line, expected, actual))
     if best is not None:
       raise AnnotationError(self.path, self.lines.line(best[0]), best[1], best[2])
 
-  def _count(self, checks: Checks, records: np.ndarray, invalid: list) -> None:
+  def _count(self, checks: Checks, records_of, invalid: list) -> None:
     """Lenient mode: counts each bad row (or unit) under its first failing check, with examples."""
     taken = np.zeros(checks.n, bool)
     taken_units = None
@@ -648,7 +648,8 @@ class _Stream:
       examples = []
       for unit in units[:self.report.wants_examples(reason)]:
         row = unit if unit_rows is None else unit_rows[unit]
-        examples.append(f"{self.path}:{self.lines.line(int(records[row]))}: {field}: "
+        record = int(records_of(np.asarray([row]))[0])
+        examples.append(f"{self.path}:{self.lines.line(record)}: {field}: "
                         f"{describe_row(int(unit))}")
       self.report.skip(reason, len(units), examples)
     for record, line, expected, actual in invalid:

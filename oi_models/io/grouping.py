@@ -113,8 +113,15 @@ def iter_image_groups(path, kind: str = "boxes", label_map=None, strict: bool = 
         if len(bounds) == 2:
           continue  # The whole chunk continues the carried image.
       yield carry.image_id[0], carry
-    for start, stop in zip(bounds[first_group:-2], bounds[first_group + 1:-1]):
-      yield keys[start], table._rows(start, stop)
+    # One lazy row range per image, made inline: this loop runs once per image of the file.
+    view, new = table._view_class(), object.__new__
+    starts, stops = bounds[first_group:-2], bounds[first_group + 1:-1]
+    for key, start, stop in zip(keys[starts], starts, stops):
+      rows = new(view)
+      state = rows.__dict__
+      state["_lazy"] = (table, start, stop)
+      state["_len"] = stop - start
+      yield key, rows
     carry = table._rows(bounds[-2], bounds[-1])
   if carry is not None:
     yield carry.image_id[0], carry

@@ -38,7 +38,7 @@ def _build(batch: dict, checks: csv_engine.Checks, context: dict) -> LabelTable:
 
 
 FORMAT = csv_engine.Format("image labels", ("ImageID", "LabelName", "Confidence"), ("Source",), (),
-                           frozenset(("Source", "LabelName", "Confidence")), _build)
+                           frozenset(("ImageID", "Source", "LabelName", "Confidence")), _build)
 
 
 def context(label_map=None) -> dict:

@@ -12,6 +12,28 @@ from typing import Callable, ClassVar, Sequence
 import numpy as np
 
 
+class _LazyField:
+  """A field of a lazy row range: sliced from the table it views on first access, then cached.
+
+  A non-data descriptor, so once cached the instance's own value is found without a call.
+  """
+
+  __slots__ = ("name",)
+
+  def __init__(self, name: str):
+    self.name = name
+
+  def __get__(self, view, owner=None):
+    if view is None:
+      return self
+    parent, start, stop = view._lazy
+    value = getattr(parent, self.name)
+    if value.__class__ is np.ndarray:
+      value = value[start:stop]
+    view.__dict__[self.name] = value
+    return value
+
+
 class Table:
   """Columnar table: per-row numpy arrays plus vocabularies (tuples) that code fields index."""
 
@@ -26,24 +48,14 @@ class Table:
       cls._ROW_FIELDS = cached
     return cached
 
-  def __len__(self) -> int:
-    lazy = self.__dict__.get("_lazy")
-    return lazy[2] - lazy[1] if lazy else len(self.image_id)
+  _len = None  # Rows of a lazy row range (see _rows); None for a table that holds its arrays.
 
-  def __getattr__(self, name: str):
-    # Only reached for a lazy row range (see _rows) whose field was not read yet.
-    lazy = self.__dict__.get("_lazy")
-    if lazy is None or name.startswith("__"):
-      raise AttributeError(name)
-    parent, start, stop = lazy
-    value = getattr(parent, name)
-    if value is not None and not isinstance(value, tuple):
-      value = value[start:stop]
-    self.__dict__[name] = value
-    return value
+  def __len__(self) -> int:
+    n = self._len
+    return len(self.image_id) if n is None else n
 
   def _with_rows(self, pick: Callable[[np.ndarray], np.ndarray]):
-    new = object.__new__(type(self))
+    new = object.__new__(self._table_class())
     state = new.__dict__
     for name in self._row_fields():
       value = getattr(self, name)
@@ -64,9 +76,29 @@ class Table:
 
     Streaming groups make one such table per image, so making one must cost almost nothing.
     """
-    new = object.__new__(type(self))
-    new.__dict__["_lazy"] = (self, start, stop)
+    new = object.__new__(self._view_class())
+    state = new.__dict__
+    state["_lazy"] = (self, start, stop)
+    state["_len"] = stop - start
     return new
+
+  @classmethod
+  def _view_class(cls) -> type:
+    """The subclass whose instances are lazy row ranges: every field a `_LazyField`."""
+    base = cls._table_class()
+    view = base.__dict__.get("_VIEW")
+    if view is None:
+      view = type(f"{base.__name__}Rows", (base,), {f.name: _LazyField(f.name)
+                                                    for f in dataclasses.fields(base)})
+      view.__module__ = base.__module__
+      view._TABLE = base
+      base._VIEW = view
+    return view
+
+  @classmethod
+  def _table_class(cls) -> type:
+    """The table class itself, also when called on its view class."""
+    return cls.__dict__.get("_TABLE", cls)
 
   def take(self, indices) -> "Table":
     """The rows at `indices` (int array or boolean mask), copied."""
@@ -91,7 +123,7 @@ class Table:
         continue
       parts = [getattr(t, name) for t in tables]
       state[name] = _concat_optional(parts, [len(t) for t in tables])
-    return cls(**state)
+    return cls._table_class()(**state)
 
 
 def _merge_vocabs(vocabs, code_arrays):

@@ -453,7 +453,7 @@ def _decoded(table, codes_name, vocab_name):
 
 def _assert_same_tables(a, b, same_vocabs=True):
   """Same rows; codes compared through their vocabularies, and the vocabularies if `same_vocabs`."""
-  assert type(a) is type(b) and len(a) == len(b)
+  assert a._table_class() is b._table_class() and len(a) == len(b)
   codes = {c: v for c, v in type(a)._VOCABS}
   for name in type(a)._row_fields():
     x, y = getattr(a, name), getattr(b, name)
