@@ -50,7 +50,7 @@ import itertools
 import json
 import logging
 import pathlib
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from etils import epath
 import numpy as np
@@ -444,6 +444,71 @@ def _qualifying(spec: SplitSpec, groups: Mapping[str, Any], listed: np.ndarray) 
   return keep
 
 
+def _count_listing(counts: Counts, groups: Mapping[str, Any], listed: np.ndarray) -> None:
+  """Listed images, rows read, and rows for images outside the listing."""
+  counts.add("images/listed", len(listed))
+  for kind, group in groups.items():
+    absent = ~np.isin(group.image_ids, listed)
+    sizes = np.diff(group.offsets)
+    counts.add(f"{kind}/dropped/row_for_absent_image", int(sizes[absent].sum()),
+               str(readers.key_to_image_id(group.image_ids[absent][:1])[0]) if absent.any() else None)
+    counts.add(f"{kind}/read", int(sizes.sum()))
+
+
+def _tar_images(spec: SplitSpec, counts: Counts, listed: Callable[[str], bool],
+                wanted: Callable[[str], bool], seen: set, done: set) -> Iterator[tuple[str, bytes, str]]:
+  """(ImageID, bytes, source) of the file used for each wanted image of the tar files, streamed.
+
+  Which of several files of one image is used: see `builder_images`; another spelling than
+  `<ImageID>.jpg` waits for the end of its tar file, in case the official one follows. Counts
+  unlisted and duplicate files; fills `seen` (listed images found) and `done` (images yielded).
+  """
+  for tar in spec.image_tars:
+    waiting = {}
+    for image_id, data, name in builder_images.iter_tar(
+        pathlib.Path(tar), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg),
+        with_names=True):
+      if not listed(image_id):
+        counts.add("images/unlisted_file", 1, image_id)
+        continue
+      if image_id in seen:
+        counts.add("images/duplicate_file", 1, image_id)
+      seen.add(image_id)
+      if image_id in done or not wanted(image_id):
+        continue
+      if builder_images.name_rank(image_id, name):
+        waiting.setdefault(image_id, (data, f"{tar}:{name}"))
+        continue
+      waiting.pop(image_id, None)
+      done.add(image_id)
+      yield image_id, data, f"{tar}:{name}"
+    for image_id, (data, source) in waiting.items():
+      done.add(image_id)
+      yield image_id, data, source
+
+
+def _generate_tars_in_one_pass(spec: SplitSpec, counts: Counts, groups: Mapping[str, Any],
+                               with_machine_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+  """Tar files without a metadata file or an image limit: the images list themselves as they stream,
+  so the archives are read once (a listing pass first would decompress them twice)."""
+  annotated = np.unique(np.concatenate([g.image_ids for g in groups.values()] or
+                                       [np.zeros(0, np.uint64)]))
+  selected = (set(readers.key_to_image_id(annotated[_qualifying(spec, groups, annotated)]).tolist())
+              if spec.filter_classes else None)
+  seen, done = set(), set()
+  for image_id, data, source in _tar_images(
+      spec, counts, listed=lambda _: True, wanted=lambda i: selected is None or i in selected,
+      seen=seen, done=done):
+    key = int(readers.image_id_to_key([image_id])[0])
+    example = make_example(spec, image_id, data, 0.0, _ann_of(groups, key), counts,
+                           with_machine_labels, source)
+    if example is not None:
+      yield image_id, example
+  listed = _keys(seen)
+  _count_listing(counts, groups, listed)
+  _count_dropped_keys(counts, "no_selected_class", listed[~_qualifying(spec, groups, listed)], groups)
+
+
 def generate_plain(spec: SplitSpec, counts: Counts,
                    with_machine_labels: bool) -> Iterator[tuple[str, dict[str, Any]]]:
   """(ImageID, example) of a split, reading annotations into columnar memory and images in order."""
@@ -452,6 +517,9 @@ def generate_plain(spec: SplitSpec, counts: Counts,
   listing = _read_listing(spec, counts)
   folder = builder_images.list_folder(pathlib.Path(spec.image_folder)) if spec.image_folder \
       else None
+  if listing is None and folder is None and spec.max_images is None:
+    yield from _generate_tars_in_one_pass(spec, counts, groups, with_machine_labels)
+    return
   if listing is None:
     keys = _keys(folder.files if folder is not None else _tar_ids(spec))
     if spec.shared_folder:  # Every split's images: this split's are those it annotates.
@@ -459,14 +527,7 @@ def generate_plain(spec: SplitSpec, counts: Counts,
       keys = np.intersect1d(keys, np.concatenate(annotated)) if annotated else keys[:0]
     listing = keys, np.zeros(len(keys), np.float32)
   listed, rotations = listing
-  counts.add("images/listed", len(listed))
-  # Rows for images outside the listing.
-  for kind, group in groups.items():
-    absent = ~np.isin(group.image_ids, listed)
-    sizes = np.diff(group.offsets)
-    counts.add(f"{kind}/dropped/row_for_absent_image", int(sizes[absent].sum()),
-               str(readers.key_to_image_id(group.image_ids[absent][:1])[0]) if absent.any() else None)
-    counts.add(f"{kind}/read", int(sizes.sum()))
+  _count_listing(counts, groups, listed)
   # Which listed images are built: class filter, then the N smallest ImageIDs.
   qualifying = _qualifying(spec, groups, listed)
   _count_dropped_keys(counts, "no_selected_class", listed[~qualifying], groups)
@@ -496,40 +557,15 @@ def generate_plain(spec: SplitSpec, counts: Counts,
         yield image_id, example
     return
 
-  def build(image_id, data, source):
-    key = wanted[image_id]
-    return make_example(spec, image_id, data, rotation_of[key], _ann_of(groups, key), counts,
-                        with_machine_labels, source)
-
   wanted = {ids_of[k]: k for k in chosen}
-  seen, done = set(), set()
-  for tar in spec.image_tars:
-    # Another spelling than <ImageID>.jpg waits for the end of its tar file: the official one wins.
-    waiting = {}
-    for image_id, data, name in builder_images.iter_tar(
-        pathlib.Path(tar), on_error=lambda reason, msg: counts.add(f"images/{reason}", 1, msg),
-        with_names=True):
-      if image_id not in listed_ids:
-        counts.add("images/unlisted_file", 1, image_id)
-        continue
-      if image_id in seen:
-        counts.add("images/duplicate_file", 1, image_id)
-      seen.add(image_id)
-      if image_id not in wanted or image_id in done:
-        continue
-      if builder_images.name_rank(image_id, name):
-        waiting.setdefault(image_id, (data, f"{tar}:{name}"))
-        continue
-      waiting.pop(image_id, None)
-      done.add(image_id)
-      example = build(image_id, data, f"{tar}:{name}")
-      if example is not None:
-        yield image_id, example
-    for image_id, (data, source) in waiting.items():
-      done.add(image_id)
-      example = build(image_id, data, source)
-      if example is not None:
-        yield image_id, example
+  done = set()
+  for image_id, data, source in _tar_images(spec, counts, listed=listed_ids.__contains__,
+                                            wanted=wanted.__contains__, seen=set(), done=done):
+    key = wanted[image_id]
+    example = make_example(spec, image_id, data, rotation_of[key], _ann_of(groups, key), counts,
+                           with_machine_labels, source)
+    if example is not None:
+      yield image_id, example
   for image_id, key in wanted.items():
     if image_id not in done:
       count_dropped_image(counts, "missing_image", _ann_of(groups, key), image_id)

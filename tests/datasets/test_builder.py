@@ -263,7 +263,8 @@ def _tar(path, members, mode):
 
 
 @pytest.mark.parametrize("with_metadata", [True, False])
-def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_path, with_metadata):
+def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_path, with_metadata,
+                                                     monkeypatch):
   manual = _copy(sample, tmp_path / "manual", image_folders=False)
   if not with_metadata:  # Then the tar files list the images (one pass over their headers).
     for path in make_sample.METADATA_FILES.values():
@@ -279,7 +280,12 @@ def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_pa
   for split in ("validation", "test"):
     _tar(manual / f"{split}.tar", [(f"{split}/{p.name}", p.read_bytes())
                                    for p in sorted(sample.image_dirs[split].glob("*.jpg"))], "w")
+  opened = []  # Each archive is streamed once, with or without a metadata file to list the images.
+  real_iter_tar = builder_images.iter_tar
+  monkeypatch.setattr(builder_images, "iter_tar",
+                      lambda path, *a, **k: (opened.append(path.name), real_iter_tar(path, *a, **k))[1])
   ds_builder = _prepare(manual, tmp_path / "data", "v6_original")
+  assert sorted(opened) == ["test.tar", "train_0.tar", "train_1.tar.gz", "validation.tar"]
   got = _all_examples(ds_builder)
   assert ds_builder.info.metadata["build_report"]["train"]["counts"]["images/duplicate_file"] == 1
   _, want = v6_original
@@ -288,6 +294,32 @@ def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_pa
     assert got[split].keys() == want[split].keys()
     for image_id, ex in want[split].items():
       tf.nest.map_structure(np.testing.assert_array_equal, got[split][image_id], ex)
+
+
+def test_tar_files_in_one_pass_with_a_class_filter_equal_folders(sample, tmp_path):
+  """No metadata file and no image limit: tar files are read once, the class filter on the way."""
+  boxable = [row[0] for row in csv.reader(open(sample.class_list, encoding="utf-8"))]
+  config = builder.make_config("v6", "original", classes=boxable[:2])
+  folders = _copy(sample, tmp_path / "folders")
+  tars = _copy(sample, tmp_path / "tars", image_folders=False)
+  for split in make_sample.SPLITS:
+    (folders / make_sample.METADATA_FILES[split]).unlink()
+    (tars / make_sample.METADATA_FILES[split]).unlink()
+    _tar(tars / f"{split}.tar", [(f"{split}/{p.name}", p.read_bytes())
+                                 for p in sorted(sample.image_dirs[split].glob("*.jpg"))], "w")
+  want_builder = _prepare(folders, tmp_path / "data_folders", config)
+  got_builder = _prepare(tars, tmp_path / "data_tars", config)
+  want, got = _all_examples(want_builder), _all_examples(got_builder)
+  assert got.keys() == want.keys() and sum(len(e) for e in want.values()) > 0
+  for split in want:
+    assert got[split].keys() == want[split].keys()
+    for image_id, ex in want[split].items():
+      tf.nest.map_structure(np.testing.assert_array_equal, got[split][image_id], ex)
+  for split in make_sample.SPLITS:
+    assert got_builder.info.metadata["build_report"][split]["counts"] == \
+        want_builder.info.metadata["build_report"][split]["counts"]
+  assert want_builder.info.metadata["build_report"]["train"]["counts"][
+      "images/dropped/no_selected_class"] > 0
 
 
 def test_damaged_tar_and_stray_files_are_counted_and_printed(sample, tmp_path):
