@@ -12,6 +12,7 @@ import pytest
 from oi_models.evaluation import box_ops
 from oi_models.evaluation import detection
 from tests.evaluation import brute_force
+from tests.evaluation import workloads
 
 FULL = (0.0, 0.0, 1.0, 1.0)
 TOP_LEFT = (0.0, 0.0, 0.5, 0.5)
@@ -338,43 +339,6 @@ def test_bad_input():
     ev.add_ground_truth([1], [0], [TOP_LEFT], [False], label_image_ids=[1])
 
 
-def _random_workload(rng, num_images, num_classes):
-  """Rows with many exact ties: grid boxes (multiples of 1/8), few distinct scores, repeated boxes."""
-  grid = np.arange(9) / 8
-
-  def random_box():
-    y = np.sort(rng.choice(grid, 2, replace=False))
-    x = np.sort(rng.choice(grid, 2, replace=False))
-    return (y[0], x[0], y[1], x[1])
-
-  image_ids = rng.choice(np.arange(1, 10**6), num_images + 2, replace=False).tolist()
-  known = image_ids[:num_images]
-  gt = [(rng.choice(known), int(rng.integers(num_classes)), random_box(), bool(rng.random() < 0.3))
-        for _ in range(rng.integers(0, 5 * num_images))]
-  for i in np.flatnonzero(rng.random(len(gt)) < 0.04):  # flat boxes, and NaN coordinates (NaN IoU)
-    image, cls, box, group_of = gt[i]
-    gt[i] = (image, cls, (box[0], box[1], box[0] if rng.random() < 0.5 else np.nan, box[3]), group_of)
-  labels = [(rng.choice(known), int(rng.integers(num_classes)))
-            for _ in range(rng.integers(0, 3 * num_images))]
-  dets = []
-  for _ in range(rng.integers(0, 25 * num_images)):
-    if gt and rng.random() < 0.6:  # near a ground-truth box, often of its class
-      image, cls, box, _ = gt[rng.integers(len(gt))]
-      if rng.random() < 0.5:
-        box = tuple(np.clip(np.array(box) + rng.choice([-1, 0, 0, 1], 4) / 8, 0, 1))
-      if rng.random() < 0.3:
-        cls = int(rng.integers(num_classes))
-    else:
-      image, cls, box = rng.choice(image_ids), int(rng.integers(num_classes)), random_box()
-    if rng.random() < 0.03:
-      box = (box[0], box[1], box[0], box[3])  # degenerate
-    score = float(rng.choice([-11.0, 0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0]))
-    if rng.random() < 0.3:
-      score = float(rng.random())
-    dets.append((int(image), cls, score, box))
-  return gt, labels, dets
-
-
 @pytest.mark.parametrize("pairs_per_chunk", [None, 3], ids=["default_chunks", "chunks_of_3"])
 @pytest.mark.parametrize("seed", range(8))
 def test_equals_brute_force_on_random_workloads(seed, pairs_per_chunk, monkeypatch):
@@ -383,7 +347,7 @@ def test_equals_brute_force_on_random_workloads(seed, pairs_per_chunk, monkeypat
   rng = np.random.default_rng(seed)
   for _ in range(25):
     num_images, num_classes = int(rng.integers(1, 8)), int(rng.integers(1, 5))
-    gt, labels, dets = _random_workload(rng, num_images, num_classes)
+    gt, labels, dets = workloads.random_workload(rng, num_images, num_classes)
     for protocol in detection.PROTOCOLS:
       for image_labels in (labels, None):
         res = _evaluator(num_classes, protocol, gt, dets, image_labels,
@@ -407,7 +371,7 @@ def test_equals_brute_force_with_large_tied_groups():
   # rank order must be reproduced by calling it on the exact per-group and per-class arrays.
   rng = np.random.default_rng(100)
   for _ in range(10):
-    gt, labels, dets = _random_workload(rng, 3, 2)
+    gt, labels, dets = workloads.random_workload(rng, 3, 2)
     dets = dets * int(rng.integers(2, 5))
     for protocol in detection.PROTOCOLS:
       res = _evaluate(2, protocol, gt, dets, labels)
@@ -422,7 +386,7 @@ def test_equals_brute_force_with_large_tied_groups():
 
 def test_ground_truth_in_several_calls_appends_rows():
   rng = np.random.default_rng(3)
-  gt, labels, dets = _random_workload(rng, 6, 3)
+  gt, labels, dets = workloads.random_workload(rng, 6, 3)
   whole = _evaluate(3, "challenge", gt, dets, labels)
   ev = detection.DetectionEvaluator(3)
   for part, label_part in zip(np.array_split(np.arange(len(gt)), 3),
@@ -442,7 +406,7 @@ def test_ground_truth_in_several_calls_appends_rows():
 
 def test_batches_and_image_order_do_not_matter_beyond_row_order():
   rng = np.random.default_rng(7)
-  gt, labels, dets = _random_workload(rng, 6, 3)
+  gt, labels, dets = workloads.random_workload(rng, 6, 3)
   whole = _evaluate(3, "challenge", gt, dets, labels)
   split = _evaluator(3, "challenge", gt, dets, labels, batches=5).evaluate()
   np.testing.assert_array_equal(whole.ap, split.ap)
