@@ -20,9 +20,9 @@ TOP_RIGHT = (0.0, 0.5, 0.5, 1.0)
 BOTTOM_LEFT = (0.5, 0.0, 1.0, 0.5)
 
 
-def _evaluator(num_classes, protocol, gt, dets, labels=None, batches=1):
+def _evaluator(num_classes, protocol, gt, dets, labels=None, batches=1, iou_threshold=0.5):
   """Builds an evaluator from row lists (the same rows brute_force.evaluate takes)."""
-  ev = detection.DetectionEvaluator(num_classes, protocol=protocol)
+  ev = detection.DetectionEvaluator(num_classes, protocol=protocol, iou_threshold=iou_threshold)
   label_ids = None if labels is None else np.array([row[0] for row in labels], dtype=np.uint64)
   label_classes = None if labels is None else np.array([row[1] for row in labels], dtype=np.int64)
   ev.add_ground_truth(np.array([row[0] for row in gt], dtype=np.uint64),
@@ -414,3 +414,33 @@ def test_batches_and_image_order_do_not_matter_beyond_row_order():
   first_image = dets[0][0] if dets else None
   moved = [d for d in dets if d[0] != first_image] + [d for d in dets if d[0] == first_image]
   np.testing.assert_array_equal(_evaluate(3, "challenge", gt, moved, labels).ap, whole.ap)
+
+
+def test_configured_threshold_applies_to_iou_and_ioa():
+  """A detection 60% inside a group-of box is absorbed at 0.5, a false positive at 0.7."""
+  gt = [(1, 0, (0.0, 0.0, 1.0, 0.5), True), (1, 0, FULL, False)]
+  dets = [(1, 0, 0.9, FULL), (1, 0, 0.8, (0.0, 0.2, 1.0, 0.7))]  # IoU with FULL 1/2; IoA 0.3/0.5
+  low = detection.DetectionEvaluator(1, iou_threshold=0.5)
+  high = detection.DetectionEvaluator(1, iou_threshold=0.7)
+  for ev in (low, high):
+    ev.add_ground_truth([1, 1], [0, 0], [g[2] for g in gt], [g[3] for g in gt])
+    ev.add_detections([1, 1], [0, 0], [d[2] for d in dets], [d[3] for d in dets])
+  low, high = low.evaluate(), high.evaluate()
+  assert (low.num_tp[0], low.num_fp[0]) == (2, 0)  # FULL taken by 0.9; 0.8 absorbed: group TP
+  assert (high.num_tp[0], high.num_fp[0]) == (1, 1)  # IoA 0.6 < 0.7: a plain false positive
+  assert "mAP@0.7IOU" in next(iter(high.metrics(["a"])))
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.625, 0.75])
+def test_equals_brute_force_at_other_thresholds(threshold):
+  rng = np.random.default_rng(int(threshold * 1000))
+  for _ in range(30):
+    num_images, num_classes = int(rng.integers(1, 8)), int(rng.integers(1, 5))
+    gt, labels, dets = workloads.random_workload(rng, num_images, num_classes)
+    for protocol in detection.PROTOCOLS:
+      res = _evaluator(num_classes, protocol, gt, dets, labels, iou_threshold=threshold).evaluate()
+      ap, num_gt, _, _, num_tp, num_fp = brute_force.evaluate(num_classes, protocol, gt, dets, labels,
+                                                              iou_threshold=threshold)
+      np.testing.assert_array_equal(res.ap, ap)
+      np.testing.assert_array_equal(res.num_tp, num_tp)
+      np.testing.assert_array_equal(res.num_fp, num_fp)
