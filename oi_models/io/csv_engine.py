@@ -29,6 +29,7 @@ message is only written for the few examples kept.
 
 from __future__ import annotations
 
+from concurrent import futures
 import csv
 import dataclasses
 import logging
@@ -498,23 +499,40 @@ class _Stream:
 
   def __iter__(self) -> Iterator[Chunk]:
     yielded = False
-    with open(self.path, "rb") as f:
+    record = 2  # Of the segment's first row.
+    # The next segment is read, guarded and parsed (pyarrow, without the GIL) while this one is
+    # checked and consumed in Python: on two cores the two overlap.
+    with open(self.path, "rb") as f, futures.ThreadPoolExecutor(1) as prefetch:
       f.readline()  # The header.
-      record = 2  # Of the segment's first row.
-      while True:
-        data = f.read(self.chunk_bytes)
-        if not data:
-          break
-        if not data.endswith(b"\n"):
-          data += f.readline()
-        guarded = _guard(data, len(self.header), self.fmt.multiline, f.readline)
-        chunk, records = self._segment(guarded, record)
-        record += records
-        if len(chunk.table) or not yielded:
-          yielded = True
-          yield chunk
+      pending = prefetch.submit(self._prepare, f)
+      try:
+        while True:
+          prepared = pending.result()
+          if prepared is None:
+            break
+          pending = prefetch.submit(self._prepare, f)
+          chunk, records = self._segment(*prepared, record)
+          record += records
+          if len(chunk.table) or not yielded:
+            yielded = True
+            yield chunk
+      finally:
+        pending.cancel()
     if not yielded:
-      yield self._segment(_Guarded(b"", [], [], False), record)[0]
+      yield self._segment(_Guarded(b"", [], [], False), self._empty_batch(), record)[0]
+
+  def _prepare(self, f) -> tuple[_Guarded, pa.RecordBatch | None] | None:
+    """The next segment, guarded, and its fast parse (None when it needs the exact one)."""
+    data = f.read(self.chunk_bytes)
+    if not data:
+      return None
+    if not data.endswith(b"\n"):
+      data += f.readline()
+    guarded = _guard(data, len(self.header), self.fmt.multiline, f.readline)
+    try:
+      return guarded, self._parse(guarded, True, [])
+    except pa.ArrowInvalid:
+      return guarded, None
 
   def _types(self, typed: bool) -> dict:
     types = {}
@@ -548,13 +566,11 @@ class _Stream:
     names = [self.names[raw_name] for raw_name in table.column_names]
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
-  def _segment(self, guarded: _Guarded, first_record: int) -> tuple[Chunk, int]:
-    """The segment's chunk, and how many records it held."""
+  def _segment(self, guarded: _Guarded, batch: pa.RecordBatch | None,
+               first_record: int) -> tuple[Chunk, int]:
+    """The segment's chunk, and how many records it held; parses it exactly if `batch` is None."""
     invalid: list = []
-    try:
-      batch = self._parse(guarded, True, invalid) if guarded.data else self._empty_batch()
-    except pa.ArrowInvalid:
-      invalid.clear()
+    if batch is None:
       try:
         batch = self._parse(guarded, False, invalid)
       except pa.ArrowInvalid as e:
