@@ -47,6 +47,7 @@ EXTRAS_REQUIRE = {
 
 CONSOLE_SCRIPTS = [
     "oi-build-dataset=oi_models.data.build:run",
+    "oi-convert-checkpoint=oi_models.modeling.convert_checkpoint:run",
     "oi-demo=oi_models.demo:run",
     "oi-download=oi_models.tools.download:run",
     "oi-evaluate=oi_models.evaluation.cli:run",
