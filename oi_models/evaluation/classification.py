@@ -29,6 +29,8 @@ from typing import List, Sequence
 
 import numpy as np
 
+from oi_models.evaluation import model_garden
+
 POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
 METRIC_PREFIX = "OpenImagesClassification"
 # Dense scores are sorted this many elements (images x classes) at a time.
@@ -250,14 +252,35 @@ class ClassificationEvaluator:
   """Accumulates batches of scores and targets (e.g. during training), then computes AP per class.
 
   Without `unknown_as_negative` only the verified entries of each batch are kept (a few per image),
-  so memory grows with the labels, not with images x classes.
+  so memory grows with the labels, not with images x classes. It is also a Model Garden evaluator
+  (`reset_states`, `update_state(groundtruths, predictions)`, `result`; layout in `model_garden`).
   """
 
-  def __init__(self, num_classes: int, unknown_as_negative: bool = False):
+  def __init__(self, num_classes: int, unknown_as_negative: bool = False, *,
+               class_keys: Sequence[str] | None = None):
     self.num_classes = int(num_classes)
     self.unknown_as_negative = unknown_as_negative
+    if class_keys is not None and len(class_keys) != self.num_classes:
+      raise ValueError(f"got {len(class_keys)} class keys for {self.num_classes} classes")
+    self.class_keys = list(class_keys) if class_keys is not None else [str(c) for c in range(num_classes)]
+    self.reset_states()
+
+  def reset_states(self) -> None:
+    """Forgets every batch (Model Garden's evaluator interface)."""
     self._parts: List[tuple] = []
     self._num_images = 0
+
+  reset = reset_states  # the name tasks/classification.py calls
+
+  def update_state(self, groundtruths, predictions) -> None:
+    """Adds one step's labels (`labels`, `label_weights`) and scores (see `model_garden`)."""
+    self.add_batch(*model_garden.classification_batch(groundtruths, predictions))
+
+  def result(self) -> dict:
+    """The metrics dictionary (mAP, AP per class with a positive), then `reset_states()`."""
+    metrics = self.evaluate().metrics(self.class_keys)
+    self.reset_states()
+    return metrics
 
   def add_batch(self, scores, targets) -> None:
     """Adds scores float [B, C] and targets int [B, C] (1 positive, 0 negative, -1 unknown)."""
@@ -287,6 +310,3 @@ class ClassificationEvaluator:
     return _result(ap, num_pos, entries, np.zeros(self.num_classes, np.int64), self._num_images,
                    False)
 
-  def reset(self) -> None:
-    self._parts = []
-    self._num_images = 0

@@ -47,6 +47,7 @@ from typing import List, Sequence
 import numpy as np
 
 from oi_models.evaluation import box_ops
+from oi_models.evaluation import model_garden
 
 PROTOCOLS = ("challenge", "v2")
 
@@ -118,9 +119,22 @@ class DetectionEvaluator:
   Classes are ints 0..num_classes-1, images uint64 keys, boxes (ymin, xmin, ymax, xmax). Rows are
   kept in the order they are added: within an image, that order is the official CSV row order, and
   it decides which box wins an IoU tie and how tied scores are ranked.
+
+  It is also a Model Garden evaluator: `reset_states()`, `update_state(groundtruths, predictions)` on
+  the detector input pipeline's eval labels and the detection generator's outputs (layout and box
+  frames in `model_garden`), `result()`.
   """
 
-  def __init__(self, num_classes: int, protocol: str = "challenge", iou_threshold: float = 0.5):
+  def __init__(self, num_classes: int, protocol: str = "challenge", iou_threshold: float = 0.5, *,
+               class_keys: Sequence[str] | None = None, label_offset: int = 1):
+    """Args:
+      num_classes: classes 0..num_classes-1.
+      protocol: "challenge" or "v2".
+      iou_threshold: the IoU (and group-of IoA) threshold.
+      class_keys: names of the classes in `result()`'s keys (MIDs); their indices if None.
+      label_offset: what `update_state`'s dicts add to a class index (1: Model Garden detectors keep
+        class 0 for the background).
+    """
     if protocol not in PROTOCOLS:
       raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if int(num_classes) < 1:
@@ -128,10 +142,30 @@ class DetectionEvaluator:
     self.num_classes = int(num_classes)
     self.protocol = protocol
     self.iou_threshold = float(iou_threshold)
+    if class_keys is not None and len(class_keys) != self.num_classes:
+      raise ValueError(f"got {len(class_keys)} class keys for {self.num_classes} classes")
+    self.class_keys = list(class_keys) if class_keys is not None else [str(c) for c in range(num_classes)]
+    self.label_offset = int(label_offset)
+    self.reset_states()
+
+  def reset_states(self) -> None:
+    """Forgets everything added (Model Garden's evaluator interface)."""
     self._gt = []  # (image_ids, labels, boxes, is_group_of)
     self._labels = []  # (image_ids, labels)
     self._uses_image_labels = False
     self._detections = []  # (image_ids, labels, scores, boxes)
+
+  def update_state(self, groundtruths, predictions) -> None:
+    """Adds one step's `labels['groundtruths']` and detection outputs (see `model_garden`)."""
+    truth, detections = model_garden.detection_columns(groundtruths, predictions, self.label_offset)
+    self.add_ground_truth(*truth)
+    self.add_detections(*detections)
+
+  def result(self) -> dict:
+    """The metrics dictionary (mAP, AP per class with ground truth), then `reset_states()`."""
+    metrics = self.evaluate().metrics(self.class_keys)
+    self.reset_states()
+    return metrics
 
   def add_ground_truth(self, box_image_ids, box_labels, boxes, box_is_group_of,
                        label_image_ids=None, label_labels=None) -> None:
