@@ -191,9 +191,9 @@ def _parent_class_hint(truth, hierarchy, label_map, predicted, result) -> list:
   parents = parents[result.num_gt[parents] > 0]
   if not len(parents) or predicted[parents].any():
     return []
-  names = ", ".join(label_map.names[c] for c in parents[:3])
+  names = ", ".join(label_map.names[c] for c in parents[:3]) + (", ..." if len(parents) > 3 else "")
   return [f"hint: the ground truth is hierarchy-expanded, so its {len(parents):,} parent classes "
-          f"({names}, ...) have boxes, but the predictions name no parent class at all; under the "
+          f"({names}) have boxes, but the predictions name no parent class at all; under the "
           "challenge rules predictions are not expanded, so every parent box is a miss. A detector "
           "trained on expanded labels predicts parents itself; otherwise rerun with "
           "--expand_predictions (expand_predictions=True) to copy each detection to its ancestors."]

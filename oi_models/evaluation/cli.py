@@ -20,8 +20,9 @@ with --plot.
 The TF Object Detection API's `oid_challenge_evaluation.py` command line works unchanged: its flags
 --input_annotations_boxes, --input_annotations_labels, --input_class_labelmap (a label-map .pbtxt),
 --input_predictions and --output_metrics (a `metric,value` CSV, the same rows the official script
-writes) are accepted as aliases. Like the official script, give it files that are already expanded
-and no --hierarchy, and the numbers are the official ones.
+writes) are accepted as aliases; on the official script's inputs (expanded files, no hierarchy) the
+numbers are the official ones. Files that are already expanded are never expanded again, with or
+without --hierarchy; the mode line says which files were.
 """
 
 from __future__ import annotations
