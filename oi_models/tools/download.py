@@ -42,40 +42,45 @@ _IMAGE_ID = re.compile(r"^[0-9a-fA-F]{16}$")
 _OFFICIAL_HOST = re.compile(r"^https?://[^/]+")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", None, "Folder to download into (the manual_dir of "
-                    "oi-build-dataset): images to <split>/<ImageID>.jpg, annotation files by their "
-                    "official names.", required=True)
-flags.DEFINE_string("image_list", None, "File of `<split>/<ImageID>` lines, as the official "
-                    "downloader takes (downloaded from S3).")
-flags.DEFINE_list("metadata", [], "Image-metadata CSVs (`*-images-with-rotation.csv`): every image "
-                  "they list, in the split of its Subset column.")
-flags.DEFINE_list("classes", [], "Images with a box or a positive human label of these classes "
-                  "(display names or MIDs), from the --split annotation files in --out_dir.")
-flags.DEFINE_enum("split", None, list(SPLITS), "Only this split (required with --classes).")
-flags.DEFINE_integer("max_images", None, "At most this many images: with --classes the smallest "
-                     "ImageIDs, otherwise the first ones listed.")
-flags.DEFINE_string("release", "v6", "Release whose file names --classes looks for in --out_dir.")
-flags.DEFINE_string("annotations", None, "Download this release's official annotation files "
-                    f"({', '.join(official_files.releases())}), verified.")
-flags.DEFINE_list("annotation_files", [], "Only these of the release's files (official names).")
-flags.DEFINE_string("annotation_url_prefix", None, "Replace the scheme and host of the official "
-                    "URLs with this (a mirror).")
-flags.DEFINE_list("sources", ["s3"], f"Where images come from, in order of preference: {SOURCES}. "
-                  "original and thumbnail need the metadata's URLs.")
-flags.DEFINE_string("bucket", DEFAULT_BUCKET, "S3 bucket holding <split>/<ImageID>.jpg.")
-flags.DEFINE_string("endpoint_url", None, "S3 endpoint (default: AWS).")
-flags.DEFINE_enum("resize", "original", ["original", "max1024", "300k"], "Store images as "
-                  "downloaded, with the long side at most 1024, or at most 300,000 pixels (as the "
-                  "official thumbnails); images that fit are kept byte for byte.")
-flags.DEFINE_integer("workers", 32, "Concurrent downloads.")
-flags.DEFINE_integer("per_host", 16, "At most this many concurrent requests to one host.")
-flags.DEFINE_integer("retries", 4, "Retries per source after a timeout, dropped connection, "
-                     "truncated body, server error or failed verification.")
-flags.DEFINE_float("backoff", 1.0, "Seconds before the first retry; doubled for each next one.")
-flags.DEFINE_float("timeout", 60.0, "Seconds to wait for a connection or for data.")
-flags.DEFINE_string("failures_csv", None, "Where to write the failures "
-                    "(default: <out_dir>/download_failures.csv).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined when it runs (importing the module defines none, so
+  the tools' modules can be imported together and used as libraries)."""
+  flags.DEFINE_string("out_dir", None, "Folder to download into (the manual_dir of "
+                      "oi-build-dataset): images to <split>/<ImageID>.jpg, annotation files by their "
+                      "official names. Required.")
+  flags.DEFINE_string("image_list", None, "File of `<split>/<ImageID>` lines, as the official "
+                      "downloader takes (downloaded from S3).")
+  flags.DEFINE_list("metadata", [], "Image-metadata CSVs (`*-images-with-rotation.csv`): every image "
+                    "they list, in the split of its Subset column.")
+  flags.DEFINE_list("classes", [], "Images with a box or a positive human label of these classes "
+                    "(display names or MIDs), from the --split annotation files in --out_dir.")
+  flags.DEFINE_enum("split", None, list(SPLITS), "Only this split (required with --classes).")
+  flags.DEFINE_integer("max_images", None, "At most this many images: with --classes the smallest "
+                       "ImageIDs, otherwise the first ones listed.")
+  flags.DEFINE_string("release", "v6", "Release whose file names --classes looks for in --out_dir.")
+  flags.DEFINE_string("annotations", None, "Download this release's official annotation files "
+                      f"({', '.join(official_files.releases())}), verified.")
+  flags.DEFINE_list("annotation_files", [], "Only these of the release's files (official names).")
+  flags.DEFINE_string("annotation_url_prefix", None, "Replace the scheme and host of the official "
+                      "URLs with this (a mirror).")
+  flags.DEFINE_list("sources", ["s3"], f"Where images come from, in order of preference: {SOURCES}. "
+                    "original and thumbnail need the metadata's URLs.")
+  flags.DEFINE_string("bucket", DEFAULT_BUCKET, "S3 bucket holding <split>/<ImageID>.jpg.")
+  flags.DEFINE_string("endpoint_url", None, "S3 endpoint (default: AWS).")
+  flags.DEFINE_enum("resize", "original", ["original", "max1024", "300k"], "Store images as "
+                    "downloaded, with the long side at most 1024, or at most 300,000 pixels (as the "
+                    "official thumbnails); images that fit are kept byte for byte.")
+  flags.DEFINE_integer("workers", 32, "Concurrent downloads.")
+  flags.DEFINE_integer("per_host", 16, "At most this many concurrent requests to one host.")
+  flags.DEFINE_integer("retries", 4, "Retries per source after a timeout, dropped connection, "
+                       "truncated body, server error or failed verification.")
+  flags.DEFINE_float("backoff", 1.0, "Seconds before the first retry; doubled for each next one.")
+  flags.DEFINE_float("timeout", 60.0, "Seconds to wait for a connection or for data.")
+  flags.DEFINE_string("failures_csv", None, "Where to write the failures "
+                      "(default: <out_dir>/download_failures.csv).")
+  flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
 def image_item(split: str, image_id: str, sources: tuple[fetch.Source, ...]) -> fetch.Item:
@@ -236,6 +241,8 @@ def _items(bad: list) -> list[fetch.Item]:
 
 
 def _check_flags() -> None:
+  if not FLAGS.out_dir:
+    raise app.UsageError("--out_dir is required")
   if not (FLAGS.image_list or FLAGS.metadata or FLAGS.classes or FLAGS.annotations):
     raise app.UsageError("nothing to download: give --image_list, --metadata, --classes or "
                          "--annotations")
@@ -276,6 +283,7 @@ def main(argv):
 
 def run():
   """Console script `oi-download`."""
+  define_flags()
   app.run(main)
 
 

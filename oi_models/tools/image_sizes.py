@@ -51,16 +51,21 @@ _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 _IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("images", [], "Image folders (searched recursively for .jpg, .jpeg, .png) or "
-                  "files.")
-flags.DEFINE_string("output_csv", None, "Where to write one row per image (see the module doc).")
-flags.DEFINE_string("mmdet_meta", None, "Where to write mmdetection's OpenImagesDataset meta_file "
-                    "(a .pkl).")
-flags.DEFINE_string("annotations", None, "Box CSV giving the order of --mmdet_meta (default: image "
-                    "files sorted by name).")
-flags.DEFINE_string("img_prefix", None, "Folder joined to each file name in --mmdet_meta, as "
-                    "mmdetection's data_prefix (default: the single --images folder).")
-flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes reading headers (1: in this one).")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined when it runs (importing the module defines none, so
+  the tools' modules can be imported together and used as libraries)."""
+  flags.DEFINE_list("images", [], "Image folders (searched recursively for .jpg, .jpeg, .png) or "
+                    "files.")
+  flags.DEFINE_string("output_csv", None, "Where to write one row per image (see the module doc).")
+  flags.DEFINE_string("mmdet_meta", None, "Where to write mmdetection's OpenImagesDataset meta_file "
+                      "(a .pkl).")
+  flags.DEFINE_string("annotations", None, "Box CSV giving the order of --mmdet_meta (default: image "
+                      "files sorted by name).")
+  flags.DEFINE_string("img_prefix", None, "Folder joined to each file name in --mmdet_meta, as "
+                      "mmdetection's data_prefix (default: the single --images folder).")
+  flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes reading headers (1: in this one).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +241,7 @@ def main(argv):
 
 def run():
   """Console script `oi-image-sizes`."""
+  define_flags()
   app.run(main)
 
 

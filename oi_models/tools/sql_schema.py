@@ -192,6 +192,7 @@ class PostgreSQL(Database):
       self.execute(_create(table, with_keys=False))
 
   def add_constraints(self):
+    self.execute("SET LOCAL maintenance_work_mem = '256MB'")  # Index builds sort in memory.
     for table in TABLES:
       self.execute(f"ALTER TABLE {table.name} ADD PRIMARY KEY ({', '.join(table.primary_key)})")
     for table in TABLES:

@@ -47,22 +47,27 @@ SCHEMA_VERSION = 1
 STATE_KEY = "load"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("database", None, "DuckDB file (created) or PostgreSQL URL "
-                    "(postgresql://user@host:port/db).", required=True)
-flags.DEFINE_string("manual_dir", None, "Folder holding the release's official files: load them.")
-flags.DEFINE_string("release", "v6", "Release whose file names to look for (v4, v5, v6, v7, "
-                    "challenge2019).")
-flags.DEFINE_list("splits", [], "Splits to load (default: every split whose box file is present).")
-flags.DEFINE_bool("with_machine_labels", False, "Also load the machine-generated image labels.")
-flags.DEFINE_bool("force", False, "Load again even if the files are unchanged.")
-flags.DEFINE_enum("query", None, list(sql_queries.QUERIES), "Run a ready query and print it.")
-flags.DEFINE_string("class", None, "Class (MID or display name) for images_of_class, descendants.")
-flags.DEFINE_string("image_id", None, "ImageID for classes_of_image.")
-flags.DEFINE_string("split", None, "Restrict class_frequencies, images_of_class to one split.")
-flags.DEFINE_bool("with_descendants", False, "images_of_class: also the boxes of descendants.")
-flags.DEFINE_integer("limit", None, "At most this many rows from a query.")
-flags.DEFINE_string("sql", None, "Run this SQL and print the result.")
-flags.DEFINE_bool("progress", True, "Show a progress bar while loading.")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined when it runs (importing the module defines none, so
+  the tools' modules can be imported together and used as libraries)."""
+  flags.DEFINE_string("database", None, "DuckDB file (created) or PostgreSQL URL "
+                      "(postgresql://user@host:port/db). Required.")
+  flags.DEFINE_string("manual_dir", None, "Folder holding the release's official files: load them.")
+  flags.DEFINE_string("release", "v6", "Release whose file names to look for (v4, v5, v6, v7, "
+                      "challenge2019).")
+  flags.DEFINE_list("splits", [], "Splits to load (default: every split whose box file is present).")
+  flags.DEFINE_bool("with_machine_labels", False, "Also load the machine-generated image labels.")
+  flags.DEFINE_bool("force", False, "Load again even if the files are unchanged.")
+  flags.DEFINE_enum("query", None, list(sql_queries.QUERIES), "Run a ready query and print it.")
+  flags.DEFINE_string("class", None, "Class (MID or display name) for images_of_class, descendants.")
+  flags.DEFINE_string("image_id", None, "ImageID for classes_of_image.")
+  flags.DEFINE_string("split", None, "Restrict class_frequencies, images_of_class to one split.")
+  flags.DEFINE_bool("with_descendants", False, "images_of_class: also the boxes of descendants.")
+  flags.DEFINE_integer("limit", None, "At most this many rows from a query.")
+  flags.DEFINE_string("sql", None, "Run this SQL and print the result.")
+  flags.DEFINE_bool("progress", True, "Show a progress bar while loading.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -456,6 +461,8 @@ def _print_query(db: sql_schema.Database) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.database:
+    raise app.UsageError("--database is required")
   if not (FLAGS.manual_dir or FLAGS.query or FLAGS.sql):
     raise app.UsageError("nothing to do: give --manual_dir (load), --query or --sql")
   from oi_models.io import errors  # pylint: disable=g-import-not-at-top
@@ -482,6 +489,7 @@ def main(argv):
 
 def run():
   """Console script `oi-to-sql`."""
+  define_flags()
   app.run(main)
 
 
