@@ -7,7 +7,6 @@ disappears silently: a bad row raises `AnnotationError` naming file, physical li
 strict mode, or is skipped and counted in a `ReadReport` (the default).
 """
 
-# pylint: disable=unused-import
 from oi_models.io.boxes import BoxTable
 from oi_models.io.boxes import CLICK_COLUMNS
 from oi_models.io.boxes import COORD_TOLERANCE
@@ -31,3 +30,29 @@ from oi_models.io.image_metadata import MetadataTable
 from oi_models.io.image_metadata import read_image_metadata
 from oi_models.io.report import MAX_EXAMPLES
 from oi_models.io.report import ReadReport
+
+__all__ = [
+    "AnnotationError",
+    "BoxTable",
+    "CLICK_COLUMNS",
+    "COORD_TOLERANCE",
+    "DEFAULT_CHUNK_BYTES",
+    "FLAG_COLUMNS",
+    "group_by_image",
+    "image_id_to_key",
+    "ImageGroups",
+    "is_group_of",
+    "iter_boxes",
+    "iter_image_groups",
+    "iter_image_labels",
+    "iter_image_metadata",
+    "key_to_image_id",
+    "LabelTable",
+    "MAX_EXAMPLES",
+    "METADATA_COLUMNS",
+    "MetadataTable",
+    "read_boxes",
+    "read_image_labels",
+    "read_image_metadata",
+    "ReadReport",
+]
