@@ -272,3 +272,16 @@ def test_hint_when_predictions_name_no_parent_class(tmp_path):
   assert not evaluation.evaluate_files(boxes, path, label_map, hierarchy, image_labels,
                                        expand_predictions=True).notes
   assert not evaluation.evaluate_files(boxes, path, label_map, image_labels=image_labels).notes
+
+
+def test_hierarchy_that_does_not_fit_the_class_list_is_an_error(files, tmp_path):
+  """A typo in the hierarchy used to expand nothing while the mode said "ground truth expanded"."""
+  label_map = labels.LabelMap.from_file(files / "classes.csv")
+  typo = tmp_path / "typo.json"
+  typo.write_text((files / "h.json").read_text().replace('"/m/pet"', '"/m/pte"'))
+  args = (files / "boxes.csv", files / "boxes.csv", label_map, typo, files / "labels.csv")
+  with pytest.raises(readers.AnnotationError, match=r"typo.json: .* not in the class list .*/m/pte.*"
+                     r"not in the hierarchy: /m/oth, /m/pet"):
+    evaluation.evaluate_files(*args)
+  with pytest.raises(readers.AnnotationError, match="/m/pte"):
+    evaluation.evaluate_classification_files(files / "labels.csv", files / "labels.csv", label_map, typo)
