@@ -466,7 +466,6 @@ def main(argv):
   if not (FLAGS.manual_dir or FLAGS.query or FLAGS.sql):
     raise app.UsageError("nothing to do: give --manual_dir (load), --query or --sql")
   from oi_models.io import errors  # pylint: disable=g-import-not-at-top
-  from oi_models import labels  # pylint: disable=g-import-not-at-top
   try:
     if FLAGS.manual_dir:
       inputs = find_inputs(FLAGS.manual_dir, FLAGS.release, FLAGS.splits,
@@ -478,9 +477,8 @@ def main(argv):
         _print_query(db)
       finally:
         db.close()
-  except (OSError, ValueError, KeyError, RuntimeError, errors.AnnotationError,
-          labels.LabelFileError) as e:
-    sys.exit(f"oi-to-sql: {e}")
+  except (OSError, ValueError, KeyError, RuntimeError, errors.AnnotationError) as e:
+    sys.exit(f"oi-to-sql: {e.args[0] if isinstance(e, KeyError) else e}")
   except Exception as e:  # pylint: disable=broad-except
     if type(e).__module__.split(".")[0] not in ("psycopg", "duckdb", "_duckdb"):
       raise

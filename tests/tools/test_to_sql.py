@@ -167,3 +167,4 @@ def test_cli_loads_says_unchanged_and_answers_queries(sample, tmp_path):
       f"test        {counts['boxes/test']}", f"validation  {counts['boxes/validation']}"]
   missing = cli("--query=images_of_class", "--class=nothing like it")
   assert missing.returncode == 1 and "no class" in missing.stderr
+  assert "Traceback" not in missing.stderr
