@@ -432,19 +432,27 @@ def _guard(data: bytes, num_fields: int, multiline: bool, more: Callable[[], byt
 
 def _extend_record(data: bytes, start: int, end: int, num_fields: int,
                    more: Callable[[], bytes]) -> tuple[int | None, bytes]:
-  """(end of a sound record of `num_fields` fields spanning lines from `start`, or None; data)."""
-  while end - start <= _MAX_RECORD_BYTES:
-    if end + 1 >= len(data):
+  """(end of a sound record of `num_fields` fields spanning lines from `start`, or None; data).
+
+  Only a line holding a quote can close the open one, so lines without one are stepped over: a
+  stray quote costs a search to the next quote, not a match per line.
+  """
+  while True:
+    quote = data.find(b'"', end)
+    while quote < 0:
+      searched = len(data)
       line = more()
-      if not line:
+      if not line or searched - start > _MAX_RECORD_BYTES:
         return None, data
       data += line
-    end = data.find(b"\n", end + 1)
+      quote = data.find(b'"', searched)
+    end = data.find(b"\n", quote)
     end = len(data) if end < 0 else end
+    if end - start > _MAX_RECORD_BYTES:
+      return None, data
     record = data[start:end]
     if _RECORD.fullmatch(record):
       return (end if _num_fields(record) == num_fields else None), data
-  return None, data
 
 
 # ------------------------------------------------------------------------------------------------

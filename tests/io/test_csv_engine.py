@@ -182,3 +182,17 @@ def test_only_segments_with_a_bad_value_are_parsed_exactly(tmp_path, chunk_bytes
   np.testing.assert_array_equal(table.is_occluded, -1)
   np.testing.assert_array_equal(table.is_depiction, -1)
   np.testing.assert_array_equal(table.is_group_of, 1)
+
+
+def test_a_stray_quote_with_no_quote_after_it_for_many_lines(tmp_path):
+  # A title's quote may span lines, but a quote that no later line closes within the record size
+  # bound is a stray: the rows after it (here 160 KB of them) are all read.
+  lines = [",".join(readers.METADATA_COLUMNS)]
+  lines += [f"{i:016x},train,u,l,lic,p,a,{Q + 'x' if i == 3 else 't'},12,{MD5},t,90"
+            for i in range(2000)]
+  path = tmp_path / "meta.csv"
+  path.write_text("\n".join(lines) + "\n")
+  report = readers.ReadReport()
+  table = readers.read_image_metadata(path, report=report)
+  assert len(table) == 1999 and report.skipped == {csv_engine.STRAY_QUOTE: 1}
+  assert report.examples[csv_engine.STRAY_QUOTE][0].startswith(f"{path}:5: Title: ")
