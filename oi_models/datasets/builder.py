@@ -33,8 +33,14 @@ including rows the lenient readers skipped (unknown MID, bad field). A split lef
 (every image filtered out or broken) is not built, and counted (`split_not_built_no_examples`): TFDS
 cannot write an empty split. Under Beam that cannot be known in advance, and TFDS fails the build.
 
+What cannot give a dataset stops the build with a `BuildError` that says why: an unknown `classes`
+entry, an empty or malformed class list (a duplicate MID), or a hierarchy whose MIDs do not nest with
+the boxable class list (`labels.validate_hierarchy`: another release's file, or a typo).
+
 The plain build holds the splits' annotations as numpy columns (a few GB for V6: 14.6M train boxes and
-tens of millions of image-level labels) and reads the images in one process. With a Beam runner
+tens of millions of image-level labels) and reads the images in one process, each tar file once (tar
+files without a metadata file are listed by a first pass only when max_images_per_split needs the
+list before any image is read). With a Beam runner
 (`DownloadConfig(beam_runner=...)`) `_generate_examples` returns a PTransform instead: the CSV files are
 streamed in chunks, annotation rows keyed by ImageID and joined with the images (and the metadata) by
 CoGroupByKey, so no worker holds a whole split; the counts go through Beam counters. Both

@@ -365,10 +365,14 @@ def test_flat_folder_of_the_official_downloader(v6_original, sample, tmp_path, w
     assert "images/unlisted_file" not in counts  # The other splits' images are not strays.
 
 
-def test_empty_class_list_is_refused(sample, tmp_path):
+@pytest.mark.parametrize("case", ["empty", "duplicate_mid"])
+def test_bad_class_list_is_refused(sample, tmp_path, case):
   manual = _copy(sample, tmp_path / "manual", image_folders=False)
-  (manual / make_sample.CLASS_LIST).write_text("")
-  with pytest.raises(builder.BuildError, match="boxable class list .* holds no class"):
+  text = (manual / make_sample.CLASS_LIST).read_text()
+  first = text.splitlines()[0]
+  (manual / make_sample.CLASS_LIST).write_text("" if case == "empty" else text + first + "\n")
+  says = "holds no class" if case == "empty" else f"MID {first.split(',')[0]} appears twice"
+  with pytest.raises(builder.BuildError, match=f"boxable class list.*{says}"):
     _prepare(manual, tmp_path / "data", "v6_original")
 
 
