@@ -248,6 +248,8 @@ def _check_flags() -> None:
                          "--annotations")
   if FLAGS.classes and not FLAGS.split:
     raise app.UsageError("--classes needs --split")
+  if FLAGS.image_list and "s3" not in FLAGS.sources:
+    raise app.UsageError("--image_list images come from S3: add s3 to --sources")
   unknown = [s for s in FLAGS.sources if s not in SOURCES]
   if unknown or not FLAGS.sources:
     raise app.UsageError(f"--sources: {unknown or 'none'} not among {SOURCES}")

@@ -146,7 +146,9 @@ class _Transports:
   def __init__(self, options: Options):
     self.options = options
     self.timeout = urllib3.Timeout(connect=options.connect_timeout, read=options.read_timeout)
-    self.http = urllib3.PoolManager(num_pools=64, maxsize=options.per_host, retries=False,
+    # Redirects are followed (Flickr moves photos between hosts); every other retry is ours.
+    retries = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5)
+    self.http = urllib3.PoolManager(num_pools=64, maxsize=options.per_host, retries=retries,
                                     timeout=self.timeout)
     self._s3 = None
     self._lock = threading.Lock()
@@ -162,7 +164,7 @@ class _Transports:
 
   def _get_http(self, url: str, sink) -> dict:
     try:
-      response = self.http.request("GET", url, preload_content=False, redirect=True)
+      response = self.http.request("GET", url, preload_content=False)
     except urllib3.exceptions.HTTPError as e:
       raise _network_error(e) from None
     try:
@@ -216,6 +218,8 @@ class _Transports:
       raise FetchError("timeout", f"{type(e).__name__}: {e}", True) from None
     except exceptions.BotoCoreError as e:
       raise FetchError("connection_error", f"{type(e).__name__}: {e}", True) from None
+    except urllib3.exceptions.HTTPError as e:  # Raised by the body stream as it is read.
+      raise _network_error(e) from None
     etag = response.get("ETag", "").strip('"')
     md5 = bytes.fromhex(etag) if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) \
         else None  # A multipart upload's ETag ("...-N") is not an MD5.
@@ -223,6 +227,8 @@ class _Transports:
 
 
 def _network_error(error: Exception) -> FetchError:
+  if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+    error = error.reason  # What failed (a timeout, a refused connection, too many redirects).
   text = f"{type(error).__name__}: {error}"
   if isinstance(error, urllib3.exceptions.TimeoutError):
     return FetchError("timeout", text, True)

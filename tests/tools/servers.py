@@ -16,7 +16,8 @@ class FaultyServer:
 
   `faults[path]` is a list of faults used one per request, then normal service:
   "404", "500" (status), "truncate" (Content-Length says all, half is sent, connection closed),
-  "corrupt" (right length, one byte changed), "slow:<s>" (sleeps s seconds before answering).
+  "corrupt" (right length, one byte changed), "slow:<s>" (sleeps s seconds before answering),
+  "redirect:<path>" (302 to that path on this server).
   `always[path]` is a fault applied to every request. `delay` slows every answer.
   `requests[path]` counts requests.
   """
@@ -94,6 +95,12 @@ class FaultyServer:
     if fault and fault.startswith("slow:"):
       time.sleep(float(fault.split(":", 1)[1]))
       fault = None
+    if fault and fault.startswith("redirect:"):
+      handler.send_response(302)
+      handler.send_header("Location", self.url + fault.split(":", 1)[1])
+      handler.send_header("Content-Length", "0")
+      handler.end_headers()
+      return
     if fault in ("404", "500"):
       body = b"injected fault"
       handler.send_response(int(fault))

@@ -65,10 +65,12 @@ def test_http_faults_are_retried_or_reported_and_the_run_finishes(shared, tmp_pa
   with servers.FaultyServer({f"/o/{i}.jpg": d for i, d in images.items()}) as server:
     server.always[f"/o/{ids[0]}.jpg"] = "404"
     server.faults[f"/o/{ids[1]}.jpg"] = ["500"]
-    server.faults[f"/o/{ids[2]}.jpg"] = ["truncate"]
     server.always[f"/o/{ids[3]}.jpg"] = "corrupt"
     server.faults[f"/o/{ids[4]}.jpg"] = ["slow:4"]  # Past --timeout: a timeout, then a retry.
     server.faults[f"/o/{ids[5]}.jpg"] = ["slow:0.3"]  # Slow but within --timeout.
+    server.always[f"/o/{ids[2]}.jpg"] = f"redirect:/moved/{ids[2]}.jpg"  # Followed.
+    server.files[f"/moved/{ids[2]}.jpg"] = images[ids[2]]
+    server.faults[f"/moved/{ids[2]}.jpg"] = ["truncate"]
     write_metadata(tmp_path / "meta.csv", "validation", images, server.url,
                    sizes={ids[6]: len(images[ids[6]]) + 1})  # Metadata says another size.
     done = run_cli(f"--out_dir={tmp_path / 'out'}", f"--metadata={tmp_path / 'meta.csv'}",
@@ -83,6 +85,7 @@ def test_http_faults_are_retried_or_reported_and_the_run_finishes(shared, tmp_pa
   assert failures[f"validation/{ids[3]}.jpg"]["attempts"] == "3"  # 1 + --retries.
   assert server.requests[f"/o/{ids[1]}.jpg"] == 2
   assert server.requests[f"/o/{ids[4]}.jpg"] == 2
+  assert server.requests[f"/moved/{ids[2]}.jpg"] == 2  # Redirected, truncated, retried.
   for image_id in ids[1:3] + ids[4:6]:
     assert (tmp_path / "out" / "validation" / f"{image_id}.jpg").read_bytes() == images[image_id]
   assert len(final_files(tmp_path / "out")) == 4  # Failed ones never appear under a final name.
