@@ -8,6 +8,7 @@ official script on them (tests/oracles/od_evaluators.py, through tests.oracles; 
 the time each side took. Exits 1 on any mismatch.
 """
 
+import logging
 import pathlib
 import sys
 import tempfile
@@ -25,6 +26,8 @@ _SEED = flags.DEFINE_integer("seed", 1, "Seed of the workloads (the suite uses 0
 
 def main(argv) -> int:
   del argv
+  # The workloads are the official script's inputs, without a hierarchy: no warning per workload.
+  logging.getLogger("oi_models.evaluation").setLevel(logging.ERROR)
   with tempfile.TemporaryDirectory() as root:
     manifest = official.write_workloads(pathlib.Path(root), _WORKLOADS.value, _SEED.value)
     official_seconds = official.run_official(manifest, timeout=24 * 3600)
