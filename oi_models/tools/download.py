@@ -60,8 +60,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_images", None, "At most this many images: with --classes the smallest "
                        "ImageIDs, otherwise the first ones listed.")
   flags.DEFINE_string("release", "v6", "Release whose file names --classes looks for in --out_dir.")
-  flags.DEFINE_string("annotations", None, "Download this release's official annotation files "
-                      f"({', '.join(official_files.releases())}), verified.")
+  flags.DEFINE_string("annotations", None, "Download this release's official files, verified: "
+                      f"{', '.join(official_files.releases())} (`images`: the image tar files).")
   flags.DEFINE_list("annotation_files", [], "Only these of the release's files (official names).")
   flags.DEFINE_string("annotation_url_prefix", None, "Replace the scheme and host of the official "
                       "URLs with this (a mirror).")
@@ -207,9 +207,7 @@ def _items(bad: list) -> list[fetch.Item]:
   items: list[fetch.Item] = []
   if FLAGS.annotations:
     release = FLAGS.annotations
-    names = FLAGS.annotation_files or [f.name for f in official_files.for_release(release)
-                                       if not f.name.endswith(".tar.gz")]
-    items += annotation_items(release, names, FLAGS.annotation_url_prefix)
+    items += annotation_items(release, FLAGS.annotation_files, FLAGS.annotation_url_prefix)
   if FLAGS.image_list:
     listed = read_image_list(FLAGS.image_list, FLAGS.bucket, bad)
     items += [i for i in listed if FLAGS.split is None or i.name.startswith(FLAGS.split + "/")]

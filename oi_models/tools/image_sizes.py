@@ -14,7 +14,8 @@ Each image gets a row: path (relative to the folder given), image_id (the file n
 ImageID), width and height as stored, orientation (the EXIF Orientation tag, 1 when absent), format,
 mode, bytes, status and error. Status `ok`; `truncated` (the size is read, but the file lacks its end
 marker: a JPEG's EOI or a PNG's IEND, so its pixels are incomplete); `corrupt` (no size could be read).
-Nothing is skipped silently: the summary counts each status.
+Nothing is skipped silently: the summary counts each status, and the exit status is 1 when an
+image is not `ok`.
 
 `--mmdet_meta` writes the pickle mmdetection's `OpenImagesDataset` reads as `meta_file`: a list, in the
 order images first appear in the box CSV (`--annotations`), of `{"filename": <img_prefix>/<ImageID>.jpg,
