@@ -47,20 +47,15 @@ def max_relative_difference(got: np.ndarray, expected: np.ndarray) -> float:
   return float((np.abs(got - expected).reshape(len(expected), -1).max(axis=1) / scale).max())
 
 
-def build_from_config(config_yaml: str, input_size=None):
-  """The converted model as a user gets it: config.yaml's task.model through Model Garden's builder."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tf_keras  # pylint: disable=import-outside-toplevel
-  import yaml  # pylint: disable=import-outside-toplevel
-  from official.vision.configs import image_classification  # pylint: disable=import-outside-toplevel
-  from official.vision.modeling import factory  # pylint: disable=import-outside-toplevel
-  from oi_models.configs import backbones  # pylint: disable=import-outside-toplevel
+def build_from_config(config_yaml, params_override: str = ""):
+  """The converted model as oi-train gets it: the written config.yaml over the experiment it names,
+  the task's model builder, and the task's `initialize` from the converted checkpoint."""
+  from official.core import task_factory  # pylint: disable=import-outside-toplevel
+  from oi_models.modeling.converters import slim_resnet_v1  # pylint: disable=import-outside-toplevel
+  from oi_models.tasks import train  # pylint: disable=import-outside-toplevel
 
-  task = yaml.safe_load(pathlib.Path(config_yaml).read_text())["task"]
-  model_config = image_classification.ImageClassificationModel(backbone=backbones.Backbone())
-  model_config.override(task["model"], is_strict=True)
-  model = factory.build_classification_model(
-      tf_keras.layers.InputSpec(shape=[None, *(input_size or model_config.input_size)]), model_config)
-  tf.train.Checkpoint(model=model).read(task["init_checkpoint"]).expect_partial() \
-      .assert_existing_objects_matched()
-  return model, task
+  params = train.parse_params(slim_resnet_v1.EXPERIMENT, [str(config_yaml)], params_override)
+  task = task_factory.get_task(params.task)
+  model = task.build_model()
+  task.initialize(model)
+  return model, params.task

@@ -44,9 +44,9 @@ def test_converted_model_gives_slims_logits(tiny_oracle, tmp_path):
   assert (report["source_variables"], report["used"], report["unused"]) == (118, 118, {})
   assert (report["model_variables"], report["model_variables_set"], report["left_at_init"]) == (
       118, 118, [])
-  model, task = conftest.build_from_config(out / "config.yaml", input_size=[64, 64, 3])
-  assert task["train_data"]["preprocessing"] == "vgg"
-  assert task["model"]["backbone"]["slim_resnet_v1"]["block_repeats"] == [2, 2, 2, 2]
+  model, task = conftest.build_from_config(out / "config.yaml", "task.model.input_size=[64,64,3]")
+  assert task.train_data.preprocessing == task.validation_data.preprocessing == "vgg"
+  assert task.model.backbone.slim_resnet_v1.block_repeats == [2, 2, 2, 2]
   got = model(tiny_oracle["images"], training=False).numpy()
   difference = conftest.max_relative_difference(got, tiny_oracle["logits"])
   print(f"tiny resnet_v1: max relative difference {difference:.2e}")
@@ -54,7 +54,7 @@ def test_converted_model_gives_slims_logits(tiny_oracle, tmp_path):
   lines = (out / "class_list.csv").read_text().splitlines()
   assert [line.split(",")[0] for line in lines] == mids
   assert lines[0].split(",", 1)[1] != mids[0]  # a display name from class-descriptions.csv
-  assert task["class_list"] == str(out / "class_list.csv")
+  assert task.class_list == str(out / "class_list.csv")
 
 
 def test_extra_variables_are_reported_by_kind_and_strict_fails(tiny_oracle, tmp_path):

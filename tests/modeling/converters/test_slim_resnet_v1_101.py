@@ -33,10 +33,11 @@ def test_resnet_v1_101_through_the_cli_gives_slims_logits(tmp_path):
   assert (report["unused"], report["left_at_init"], report["num_classes"]) == ({}, [], 5000)
 
   model, task = conftest.build_from_config(out / "config.yaml")
-  assert task["model"]["backbone"] == {"type": "slim_resnet_v1", "slim_resnet_v1": {
+  assert task.model.backbone.slim_resnet_v1.as_dict() == {
       "model_id": 101, "block_repeats": [], "depth_multiplier": 1.0, "batch_norm_scale": True,
       "input_normalization": "vgg", "norm_momentum": 0.997, "norm_epsilon": 1e-5,
-      "bn_trainable": True}}
+      "bn_trainable": True}
+  assert (task.model.num_classes, task.model.input_size) == (5000, [299, 299, 3])
   # By hand: convolutions 42,394,816 values (stem 9,408; blocks 212,992 + 1,212,416 + 26,017,792 +
   # 14,942,208), batch norm 4 x 52,672 channels, logits 2048 x 5000 + 5000.
   assert sum(int(np.prod(v.shape)) for v in model.variables) == 42_394_816 + 4 * 52_672 + 10_245_000
