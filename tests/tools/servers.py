@@ -19,7 +19,7 @@ class FaultyServer:
   "corrupt" (right length, one byte changed), "slow:<s>" (sleeps s seconds before answering),
   "redirect:<path>" (302 to that path on this server).
   `always[path]` is a fault applied to every request. `delay` slows every answer.
-  `requests[path]` counts requests.
+  `requests[path]` counts requests; `max_active` is the most requests served at one time.
   """
 
   def __init__(self, files=None, upstream: str | None = None, delay: float = 0.0):
@@ -29,6 +29,7 @@ class FaultyServer:
     self.always: dict[str, str] = {}
     self.delay = delay
     self.requests: collections.Counter = collections.Counter()
+    self.active = self.max_active = 0
     self._lock = threading.Lock()
     owner = self
 
@@ -39,10 +40,16 @@ class FaultyServer:
         del args
 
       def do_GET(self):  # pylint: disable=invalid-name
+        with owner._lock:
+          owner.active += 1
+          owner.max_active = max(owner.max_active, owner.active)
         try:
           owner._serve(self)
         except (BrokenPipeError, ConnectionResetError):
           pass  # The client gave up (a timeout under test).
+        finally:
+          with owner._lock:
+            owner.active -= 1
 
     self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     self.httpd.daemon_threads = True

@@ -213,6 +213,17 @@ def test_official_files_cover_what_oi_build_dataset_reads_for_v6():
     official_files.for_release("v6", ["nothing.csv"])
 
 
+def test_concurrency_is_bounded_per_host(tmp_path):
+  files = {f"/{i:016x}.jpg": bytes([i]) * 1000 for i in range(24)}
+  with servers.FaultyServer(files, delay=0.1) as server:
+    items = [fetch.Item(f"train{path}", (fetch.Source(server.url + path, 1000),))
+             for path in files]
+    summary = fetch.fetch_all(items, fetch.Options(out_dir=tmp_path, workers=8, per_host=3,
+                                                   progress=False))
+  assert summary.downloaded == 24 and not summary.failures
+  assert server.max_active == 3
+
+
 def test_unsafe_names_and_bad_ids_never_write_outside(tmp_path):
   with pytest.raises(ValueError):
     download.check_image_id("../0123456789ab")
