@@ -152,20 +152,18 @@ def _contained(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
 
 
 def _expand_unless_expanded(path, rows, classes, source_classes, keys, log, role):
-  """Chooses between expanded rows and the file's own: the status, and (rows, classes) to use.
+  """Chooses between the expanded rows and the file's own; returns the (rows, classes) to use.
 
   Args:
     path: the file, whose name may say it is expanded.
     rows, classes: the expansion's output (source row per output row, its class).
     source_classes: the classes of the file's rows.
     keys: function(rows, classes) -> _row_keys of those rows with those classes.
-    log: dict for the status under `role`, or None.
+    log: dict that receives the status (EXPANDED or ALREADY_EXPANDED with its reasons) under
+      `role`, or None.
   """
-  copies = classes != source_classes[rows]
-  reasons = []
-  if str(path).endswith(EXPANDED_SUFFIX):
-    reasons.append(BY_NAME)
-  copies = np.flatnonzero(copies)
+  reasons = [BY_NAME] if str(path).endswith(EXPANDED_SUFFIX) else []
+  copies = np.flatnonzero(classes != source_classes[rows])
   if len(copies):
     own = keys(np.arange(len(source_classes)), source_classes)
     # A spread-out sample first: an unexpanded file (the usual case) is told apart cheaply.
