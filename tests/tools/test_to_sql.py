@@ -168,3 +168,20 @@ def test_cli_loads_says_unchanged_and_answers_queries(sample, tmp_path):
   missing = cli("--query=images_of_class", "--class=nothing like it")
   assert missing.returncode == 1 and "no class" in missing.stderr
   assert "Traceback" not in missing.stderr
+
+
+def test_row_numbers_within_an_image_follow_the_file_across_chunks():
+  """`n` of (image_id, n): each row's position among its image's rows, by brute force."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  keys = rng.integers(0, 50, 5000).astype(np.uint64)  # Unsorted, images spread over chunks.
+  counter, got = to_sql._Counter(), []  # pylint: disable=protected-access
+  for chunk in np.array_split(keys, 7):
+    got.append(counter.ranks(chunk))
+  seen = collections.Counter()
+  expected = []
+  for key in keys.tolist():
+    expected.append(seen[key])
+    seen[key] += 1
+  assert np.concatenate(got).tolist() == expected
+  assert counter.missing(np.array([3, 77], np.uint64)).tolist() == [77]
