@@ -1,0 +1,204 @@
+"""The detector against the reference: the TF Object Detection API's Faster R-CNN run as an oracle.
+
+One oracle run (tests/oracles/od_faster_rcnn.py) builds the reference with the OID V4 settings at full
+depth, on a small image (min 128 / max 192: still stride-8 atrous features and 17x17 crops), with fewer
+classes and proposals for speed, and saves its random checkpoint and every stage. `oi-convert-checkpoint`
+converts the checkpoint; this package's model, rebuilt from the written config and restored from the
+written checkpoint, runs on the same image. Stages are compared one by one, each from the reference's
+own inputs to it (the second stage runs on the reference's proposals), so a difference shows where it
+arises. Features and scores agree to 1e-4 of each array's largest magnitude; detections are the same, in
+the same order.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from oi_models import labels
+from oi_models.configs import faster_rcnn as faster_rcnn_config
+from oi_models.modeling import convert_checkpoint
+from oi_models.modeling import converters
+from oi_models.modeling.converters import od_faster_rcnn
+from oi_models.modeling.faster_rcnn import model as model_lib
+from oi_models.modeling.faster_rcnn import preprocessing
+from tests import oracles
+
+NUM_CLASSES = 20
+MIN_DIMENSION, MAX_DIMENSION = 128, 192
+MAX_PROPOSALS = 32
+TOLERANCE = 1e-4
+
+
+def relative_error(actual, expected) -> float:
+  """max |actual - expected| / max |expected|: the error relative to the array's scale."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape, (actual.shape, expected.shape)
+  return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def sample_image() -> np.ndarray:
+  """A 150x230 uint8 image with edges, flat regions and noise (resized 125x192 by the reference)."""
+  rng = np.random.default_rng(1)
+  y, x = np.mgrid[0:150, 0:230]
+  image = np.stack([(x * 1.1) % 256, (y * 1.7) % 256, ((x + y) * 0.9) % 256], -1)
+  image[30:90, 40:120] = [200, 30, 30]
+  image[60:140, 150:220] = [20, 180, 60]
+  return np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """(stages of the reference's run, folder holding its checkpoint)."""
+  folder = tmp_path_factory.mktemp("od_faster_rcnn")
+  np.save(folder / "image.npy", sample_image())
+  oracles.run("od_faster_rcnn", folder, "--image", folder / "image.npy", "--num_classes", NUM_CLASSES,
+              "--min_dimension", MIN_DIMENSION, "--max_dimension", MAX_DIMENSION,
+              "--max_proposals", MAX_PROPOSALS)
+  return dict(np.load(folder / "stages.npz")), folder
+
+
+@pytest.fixture(scope="module")
+def converted(reference):
+  """(conversion report, model rebuilt from the written config and restored from the checkpoint)."""
+  _, folder = reference
+  class_list = folder / "label_map.pbtxt"
+  class_list.write_text("".join(
+      f'item {{ name: "/m/0test{i:02d}" id: {i + 1} display_name: "class {i}" }}\n'
+      for i in range(NUM_CLASSES)))
+  out = folder / "converted"
+  report = convert_checkpoint.convert("od_faster_rcnn_inception_resnet_v2",
+                                      str(folder / "model.ckpt"), str(out), str(class_list))
+  written = yaml.safe_load((out / "config.yaml").read_text())["task"]
+  config = faster_rcnn_config.FasterRCNN()
+  config.override(written["model"], is_strict=True)
+  # What weights do not determine: the test's image size and proposal count, as the oracle's.
+  config.override({"preprocessing": {"min_dimension": MIN_DIMENSION, "max_dimension": MAX_DIMENSION},
+                   "roi_generator": {"num_proposals": MAX_PROPOSALS}}, is_strict=True)
+  model = model_lib.build_faster_rcnn(config)
+  tf.train.Checkpoint(model=model).restore(written["init_checkpoint"]).assert_existing_objects_matched()
+  classes = labels.LabelMap.from_file(written["class_list"])
+  return report, model, classes
+
+
+@pytest.fixture(scope="module")
+def first_stage(reference, converted):
+  stages, _ = reference
+  _, model, _ = converted
+  image = stages["preprocessed"][None]
+  shape = tf.constant([image.shape[1:3]], tf.float32)
+  return model.first_stage(tf.constant(image), shape), shape
+
+
+def test_conversion_uses_every_variable(reference, converted):
+  report, model, classes = converted
+  assert report["unused"] == {}
+  assert report["left_at_init"] == []
+  assert report["model_variables_set"] == len(model.variables) == report["used"]
+  assert report["num_classes"] == NUM_CLASSES == len(classes)
+  assert classes.mids[0] == "/m/0test00"
+  assert json.loads((reference[1] / "converted" / "conversion_report.json").read_text())["used"] == (
+      report["used"])
+
+
+def test_a_class_list_of_another_size_is_refused(reference):
+  source = converters.SourceCheckpoint(str(reference[1] / "model.ckpt"))
+  with pytest.raises(converters.ConversionError, match=f"predicts {NUM_CLASSES} classes"):
+    od_faster_rcnn.convert(source, labels.LabelMap.from_pairs([("/m/0a", "a")]))
+
+
+def test_preprocessing_is_the_reference_resize_and_scaling(reference):
+  stages, _ = reference
+  resized, image_info = preprocessing.preprocess(tf.constant(sample_image()), MIN_DIMENSION, MAX_DIMENSION)
+  assert resized.shape[1:3] == stages["preprocessed"].shape[:2] == (125, 192)
+  np.testing.assert_allclose(resized[0], stages["preprocessed"], atol=1e-5)
+  np.testing.assert_array_equal(image_info[1], [125, 192])
+
+
+def test_rpn_features(reference, first_stage, converted):
+  stages, _ = reference
+  outputs, _ = first_stage
+  _, model, _ = converted
+  features = outputs["features"]["3"]
+  assert relative_error(features[0], stages["rpn_features_to_crop"]) < TOLERANCE
+  shared = model.rpn_head.conv(features)
+  assert relative_error(shared[0], stages["rpn_box_predictor_features"]) < TOLERANCE
+
+
+def test_rpn_box_encodings_and_objectness(reference, first_stage):
+  stages, _ = reference
+  outputs, _ = first_stage
+  boxes = tf.reshape(outputs["rpn_boxes"]["3"], [-1, 4])
+  assert relative_error(boxes, stages["rpn_box_encodings"]) < TOLERANCE
+  logits = tf.reshape(outputs["rpn_scores"]["3"], [-1])
+  reference_logits = stages["rpn_objectness"][:, 1] - stages["rpn_objectness"][:, 0]
+  assert relative_error(logits, reference_logits) < TOLERANCE
+  reference_probability = np.exp(stages["rpn_objectness"][:, 1]) / np.exp(
+      stages["rpn_objectness"]).sum(-1)
+  assert relative_error(tf.sigmoid(logits), reference_probability) < TOLERANCE
+
+
+def test_anchors_are_the_reference_grid(reference, first_stage):
+  stages, _ = reference
+  outputs, shape = first_stage
+  anchors = tf.reshape(outputs["anchor_boxes"]["3"], [-1, 4])
+  clipped = tf.clip_by_value(anchors, 0.0, tf.tile(shape[0], [2]))  # the reference clips at inference
+  np.testing.assert_allclose(clipped, stages["anchors"], atol=1e-3)
+
+
+def test_proposals(reference, first_stage):
+  stages, _ = reference
+  outputs, shape = first_stage
+  num = int(stages["num_proposals"])
+  assert num > MAX_PROPOSALS // 2
+  rois = outputs["rois"][0] / tf.tile(shape[0], [2])
+  assert relative_error(rois[:num], stages["proposal_boxes_normalized"][:num]) < TOLERANCE
+  assert relative_error(outputs["roi_scores"][0][:num], stages["proposal_scores"][:num]) < TOLERANCE
+  np.testing.assert_array_equal(outputs["rois"][0][num:], 0.0)
+
+
+@pytest.fixture(scope="module")
+def second_stage(reference, converted):
+  """The package's second stage on the reference's proposals."""
+  stages, _ = reference
+  _, model, _ = converted
+  size = stages["preprocessed"].shape[:2]
+  scale = np.tile(np.array(size, np.float32), 2)
+  rois = tf.constant((stages["proposal_boxes_normalized"] * scale)[None])
+  features = {"3": tf.constant(stages["rpn_features_to_crop"][None])}
+  model.roi_aligner.set_input_size(size)
+  return model.second_stage(features, rois, tf.constant([size], tf.float32))
+
+
+def test_second_stage_on_reference_proposals(reference, second_stage):
+  stages, _ = reference
+  assert relative_error(second_stage["class_outputs"][0],
+                        stages["class_predictions_with_background"]) < TOLERANCE
+  boxes = tf.reshape(second_stage["box_outputs"][0], [MAX_PROPOSALS, NUM_CLASSES + 1, 4])[:, 1:]
+  assert relative_error(boxes, stages["refined_box_encodings"]) < TOLERANCE
+
+
+def assert_same_detections(outputs, stages, size):
+  num = int(stages["num_detections"])
+  assert num > 10
+  assert int(outputs["num_detections"][0]) == num
+  np.testing.assert_array_equal(outputs["detection_classes"][0][:num] - 1,
+                                stages["detection_classes"][:num])
+  assert relative_error(outputs["detection_scores"][0][:num], stages["detection_scores"][:num]) < (
+      TOLERANCE)
+  boxes = outputs["detection_boxes"][0][:num] / np.tile(np.asarray(size, np.float32), 2)
+  assert relative_error(boxes, stages["detection_boxes"][:num]) < TOLERANCE
+
+
+def test_detections_on_reference_proposals(reference, second_stage):
+  stages, _ = reference
+  assert_same_detections(second_stage, stages, stages["preprocessed"].shape[:2])
+
+
+def test_detections_end_to_end_from_uint8_image(reference, converted):
+  stages, _ = reference
+  _, model, _ = converted
+  outputs = model.detect(tf.constant(sample_image()))
+  assert_same_detections(outputs, stages, (1.0, 1.0))
