@@ -102,7 +102,8 @@ def _run_script(directory: pathlib.Path) -> None:
 
 def main(manifest: str) -> None:
   logging.disable(logging.WARNING)  # the evaluators warn about every class without ground truth
-  np.seterr(all="ignore")  # and divide 0 by 0 for CorLoc
+  np.seterr(all="ignore")  # and divide 0 by 0 for CorLoc,
+  warnings.simplefilter("ignore", RuntimeWarning)  # and take nanmean of all-NaN (no ground truth)
   flags.FLAGS(["od_evaluators"])
   start = time.perf_counter()
   entries = json.loads(pathlib.Path(manifest).read_text())
