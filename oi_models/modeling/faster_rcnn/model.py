@@ -87,9 +87,11 @@ class FasterRCNNModel(maskrcnn_model.MaskRCNNModel):
     return dict(features=features, rpn_scores=rpn_scores, rpn_boxes=rpn_boxes, anchor_boxes=anchors,
                 rois=rois, roi_scores=roi_scores)
 
-  def second_stage(self, features: Mapping[str, tf.Tensor], rois: tf.Tensor,
-                   image_shape: tf.Tensor) -> dict:
-    """Class logits, box encodings and detections for given `rois` ([B, N, 4], input pixels)."""
+  def second_stage(self, features: Mapping[str, tf.Tensor], rois: tf.Tensor, image_shape: tf.Tensor,
+                   input_size) -> dict:
+    """Class logits, box encodings and detections for given `rois` ([B, N, 4], pixels of the network
+    input of `input_size` [height, width], which crops are normalised by)."""
+    self.roi_aligner.set_input_size(input_size)
     class_outputs, box_outputs = self.detection_head[0](self.roi_aligner(features, rois))
     detections = self.detection_generator(box_outputs, class_outputs, rois, image_shape,
                                           list(roi_generator_lib.REFERENCE_WEIGHTS))
@@ -110,6 +112,8 @@ def build_faster_rcnn(config: faster_rcnn_config.FasterRCNN,
   backbone = backbone_factory.build_backbone(
       input_specs=input_specs, backbone_config=config.backbone,
       norm_activation_config=config.norm_activation, l2_regularizer=l2_regularizer)
+  if config.decoder.type not in ('identity', None):
+    raise ValueError(f'the reference has no decoder (decoder.type identity), got {config.decoder.type!r}')
   if config.backbone.type != 'inception_resnet_v2':
     raise ValueError(f'the second stage runs the Inception-ResNet-v2 tail; backbone is '
                      f'{config.backbone.type!r}')

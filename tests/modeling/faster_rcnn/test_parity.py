@@ -168,8 +168,7 @@ def second_stage(reference, converted):
   scale = np.tile(np.array(size, np.float32), 2)
   rois = tf.constant((stages["proposal_boxes_normalized"] * scale)[None])
   features = {"3": tf.constant(stages["rpn_features_to_crop"][None])}
-  model.roi_aligner.set_input_size(size)
-  return model.second_stage(features, rois, tf.constant([size], tf.float32))
+  return model.second_stage(features, rois, tf.constant([size], tf.float32), size)
 
 
 def test_second_stage_on_reference_proposals(reference, second_stage):

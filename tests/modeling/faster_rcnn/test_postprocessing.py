@@ -80,3 +80,18 @@ def test_detections_match_brute_force():
   np.testing.assert_allclose(out['detection_scores'][0, :num], scores, rtol=1e-5)
   np.testing.assert_allclose(out['detection_boxes'][0, :num], boxes, rtol=1e-5, atol=1e-4)
   np.testing.assert_array_equal(out['detection_scores'][0, num:], 0.0)
+
+
+def test_softmax_objectness_gives_the_proposals_of_its_sigmoid_conversion():
+  rng = np.random.default_rng(1)
+  grid = anchors.AnchorGenerator()([HEIGHT, WIDTH])['3']
+  encodings = {'3': rng.normal(0, 1.0, (1,) + tuple(grid.shape)).astype(np.float32)}
+  two = rng.normal(0, 2.0, (1,) + tuple(grid.shape[:2]) + (24,)).astype(np.float32)
+  one = two[..., 1::2] - two[..., 0::2]
+  shape = tf.constant([[HEIGHT, WIDTH]], tf.float32)
+  softmax = roi_generator.ReferenceROIGenerator(num_proposals=30, objectness='softmax')(
+      encodings, {'3': two}, {'3': grid[None]}, shape)
+  sigmoid = roi_generator.ReferenceROIGenerator(num_proposals=30)(
+      encodings, {'3': one}, {'3': grid[None]}, shape)
+  np.testing.assert_allclose(softmax[0], sigmoid[0], atol=1e-4)
+  np.testing.assert_allclose(softmax[1], sigmoid[1], rtol=1e-5)
