@@ -3,10 +3,10 @@
   python tests/oracles/slim_resnet.py OUT_DIR MODEL IMAGE_SIZE [IMAGE.jpg ...]   (via tests.oracles.run)
 
 MODEL is `resnet_v1_101` (5000 classes, `resnet_arg_scope()` as tf-slim ships it: batch norm with gamma)
-or `tiny` (slim's `resnet_v1` generator on four `resnet_v1_block`s of two units, base depths 8/16/32/64 (1/8 of the real ones), 7 classes, batch
-norm without gamma, as slim's older arg scope built it). Every image goes through slim's own
-`vgg_preprocessing` for evaluation at IMAGE_SIZE (smallest side resized to 256 * size / 224, as the Open
-Images classifier's authors did); one uniform-noise image is added.
+or `tiny` (slim's `resnet_v1` generator on four `resnet_v1_block`s of two units, base depths 8/16/32/64,
+1/8 of the real ones; 7 classes; batch norm without gamma, as slim's older arg scope built it). Every
+image goes through slim's own `vgg_preprocessing` for evaluation at IMAGE_SIZE (smallest side resized
+to 256 * size / 224, as the Open Images classifier's authors did); one uniform-noise image is added.
 
 Random initialisation alone leaves batch norm at mean 0, variance 1, beta 0: a converter that mixed up
 those variables would still pass. So every batch-norm variable gets random values too; the last batch
@@ -77,7 +77,8 @@ def main(out_dir: str, model: str, size: str, *image_files: str):
     preprocessed = vgg_preprocessing.preprocess_image(
         decoded, size, size, is_training=False, resize_side_min=int(256 * size / 224))
     inputs = [session.run(preprocessed, {jpeg: pathlib.Path(f).read_bytes()}) for f in image_files]
-    means = [vgg_preprocessing._R_MEAN, vgg_preprocessing._G_MEAN, vgg_preprocessing._B_MEAN]  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    means = [vgg_preprocessing._R_MEAN, vgg_preprocessing._G_MEAN, vgg_preprocessing._B_MEAN]
     inputs.append(rng.uniform(0, 255, (size, size, 3)) - means)
     images = np.stack(inputs).astype(np.float32)
 

@@ -129,7 +129,9 @@ class Transfer:
     self.model = model
     self._set: Dict[int, str] = {}  # id(model variable) -> source name
 
-  def copy(self, source_name: str, variable, transform: Optional[Callable[[np.ndarray], np.ndarray]] = None):
+  def copy(self, source_name: str, variable,
+           transform: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> None:
+    """Sets `variable` to the source's `source_name` (through `transform`, e.g. a reshape)."""
     value = self.source.read(source_name)
     if transform is not None:
       value = transform(value)

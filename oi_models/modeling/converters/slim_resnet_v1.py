@@ -19,7 +19,14 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
+import tf_keras
+from official.vision.configs import common
+from official.vision.configs import image_classification
+from official.vision.modeling import factory
+from official.vision.modeling.backbones import factory as backbone_factory
+
 from oi_models import labels
+from oi_models.configs import backbones
 from oi_models.modeling import converters
 from oi_models.modeling.backbones import slim_resnet_v1
 
@@ -71,13 +78,6 @@ def expected_variables(backbone: slim_resnet_v1.SlimResNetV1, scope: str, batch_
 def convert(source: converters.SourceCheckpoint, class_list: Optional[labels.LabelMap],
             model_id: Optional[int] = None) -> converters.Conversion:
   """Converts slim's `resnet_v1_<model_id>` (or, without model_id, whatever resnet_v1 `source` holds)."""
-  # Imported here so `oi-convert-checkpoint --help` stays fast.
-  import tf_keras  # pylint: disable=import-outside-toplevel
-  from official.vision.configs import common  # pylint: disable=import-outside-toplevel
-  from official.vision.configs import image_classification  # pylint: disable=import-outside-toplevel
-  from official.vision.modeling import factory  # pylint: disable=import-outside-toplevel
-  from official.vision.modeling.backbones import factory as backbone_factory  # pylint: disable=import-outside-toplevel
-  from oi_models.configs import backbones  # pylint: disable=import-outside-toplevel
 
   if model_id is None:
     scope, repeats, multiplier = infer_layout(source)

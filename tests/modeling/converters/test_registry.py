@@ -12,7 +12,8 @@ def test_registry_lists_the_slim_kinds_and_rejects_unknown_and_duplicate_kinds()
   assert {"slim_resnet_v1", "slim_resnet_v1_50", "slim_resnet_v1_101",
           "slim_resnet_v1_152"} <= set(converters.kinds())
   assert "oidv2-resnet_v1_101.ckpt" in converters.kinds()["slim_resnet_v1_101"]
-  with pytest.raises(converters.ConversionError, match="unknown source kind 'resnet'; known: .*slim_resnet_v1_101"):
+  with pytest.raises(converters.ConversionError,
+                     match="unknown source kind 'resnet'; known: .*slim_resnet_v1_101"):
     converters.get("resnet")
   with pytest.raises(ValueError, match="registered twice"):
     converters.register("slim_resnet_v1", "again")(lambda source, classes: None)
