@@ -26,6 +26,7 @@ from oi_models import labels as labels_lib
 from oi_models.io import readers
 from oi_models.evaluation import classification
 from oi_models.evaluation import ground_truth
+from oi_models.evaluation import keys as keys_lib
 from oi_models.evaluation import predictions as predictions_lib
 from oi_models.evaluation import report
 from oi_models.evaluation.classification import ClassificationEvaluator
@@ -141,14 +142,14 @@ def evaluate_files(boxes, predictions, class_list, hierarchy=None, image_labels=
   fmt = predictions_format or predictions_lib.detect_format(predictions)
   if fmt not in (predictions_lib.CSV, predictions_lib.KAGGLE):
     raise ValueError(f"{predictions}: a {fmt} file is not detection predictions")
-  gt_images = np.unique(truth.box_image_ids if truth.label_image_ids is None
-                        else np.concatenate([truth.box_image_ids, truth.label_image_ids]))
+  gt_images = keys_lib.unique(truth.box_image_ids if truth.label_image_ids is None
+                             else np.concatenate([truth.box_image_ids, truth.label_image_ids]))
   predicted = np.zeros(len(label_map), np.int64)
   on_gt_images = 0
   for chunk in predictions_lib.iter_predictions(predictions, label_map, fmt, strict,
                                                 reports["predictions"]):
     predicted += np.bincount(chunk.label, minlength=len(label_map))
-    on_gt_images += int(np.isin(chunk.image_id, gt_images).sum())
+    on_gt_images += int(keys_lib.contained(chunk.image_id, gt_images).sum())
     if expander is not None:
       chunk = ground_truth.expand_predictions(chunk, expander)
     evaluator.add_detections(chunk.image_id, chunk.label, chunk.score, chunk.boxes)
@@ -229,8 +230,10 @@ def evaluate_classification_files(image_labels, predictions, class_list, hierarc
                      f"({reports['image_labels'].rows_read:,} rows read): nothing to compute a mAP over")
   preds = predictions_lib.read_predictions(predictions, label_map, predictions_lib.CLASSIFICATION,
                                            strict, reports["predictions"])
+  label_images = keys_lib.unique(label_ids)
   _check_predictions_match(predictions, reports["predictions"], len(preds.label),
-                           int(np.isin(preds.image_id, label_ids).sum()), len(np.unique(label_ids)))
+                           int(keys_lib.contained(preds.image_id, label_images).sum()),
+                           len(label_images))
   result = classification.evaluate_sparse(label_ids, label_classes, positive, preds.image_id,
                                           preds.label, preds.score, len(label_map),
                                           unknown_as_negative)

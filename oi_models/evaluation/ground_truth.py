@@ -37,6 +37,7 @@ import numpy as np
 
 from oi_models import labels as labels_lib
 from oi_models.io import readers
+from oi_models.evaluation import keys as keys_lib
 from oi_models.evaluation import predictions as predictions_lib
 
 logger = logging.getLogger(__name__)
@@ -141,16 +142,6 @@ def _row_keys(*columns) -> np.ndarray:
   return hashed
 
 
-def _contained(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
-  """queries[i] in pool, for uint64 arrays: sorted searches (np.isin's unique is far slower here)."""
-  pool = np.sort(pool)
-  order = np.argsort(queries)
-  at = np.searchsorted(pool, queries[order]).clip(max=len(pool) - 1)
-  found = np.empty(len(queries), bool)
-  found[order] = pool[at] == queries[order]
-  return found
-
-
 def _expand_unless_expanded(path, rows, classes, source_classes, keys, log, role):
   """Chooses between the expanded rows and the file's own; returns the (rows, classes) to use.
 
@@ -165,12 +156,12 @@ def _expand_unless_expanded(path, rows, classes, source_classes, keys, log, role
   reasons = [BY_NAME] if str(path).endswith(EXPANDED_SUFFIX) else []
   copies = np.flatnonzero(classes != source_classes[rows])
   if len(copies):
-    own = keys(np.arange(len(source_classes)), source_classes)
+    own = np.sort(keys(np.arange(len(source_classes)), source_classes))
     # A spread-out sample first: an unexpanded file (the usual case) is told apart cheaply.
     sample = copies[np.unique(np.linspace(0, len(copies) - 1, _SAMPLE_COPIES).astype(np.int64))]
-    present = _contained(keys(rows[sample], classes[sample]), own)
+    present = keys_lib.contained(keys(rows[sample], classes[sample]), own)
     if present.all():
-      present = _contained(keys(rows[copies], classes[copies]), own)
+      present = keys_lib.contained(keys(rows[copies], classes[copies]), own)
     if present.all():
       reasons.append(BY_CONTENT)
     elif BY_NAME in reasons:
