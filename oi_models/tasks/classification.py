@@ -53,15 +53,20 @@ def _tfds_builder(config: cls_cfg.DataConfig) -> tfds.core.DatasetBuilder:
                       data_dir=os.path.expanduser(config.tfds_data_dir) if config.tfds_data_dir else None)
 
 
-def read_class_list(path: str, dataset_mids, dataset_names) -> labels_lib.LabelMap:
+class NoTrainableClassesError(ValueError):
+  """No class of the data has enough verified positives for the thresholds."""
+
+
+def read_class_list(path: str, display_names=None) -> labels_lib.LabelMap:
   """A release's class list: class-descriptions CSV, label-map .pbtxt, or one MID per line.
 
-  A bare MID list takes its display names from the dataset (the MID itself where it has none).
+  A bare MID list takes its display names from `display_names()` (a callable returning a MID -> name
+  mapping, e.g. the dataset's; asked only then), or the MID itself where it has none.
   """
   with open(path, encoding="utf-8-sig") as f:
     lines = [line.strip() for line in f if line.strip()]
   if lines and all(labels_lib.is_mid(line) for line in lines):
-    names = dict(zip(dataset_mids, dataset_names))
+    names = display_names() if display_names else {}
     return labels_lib.LabelMap(tuple(lines), tuple(names.get(m, m) for m in lines))
   return labels_lib.LabelMap.from_file(path)
 
@@ -86,7 +91,7 @@ class ClassifierTask(image_classification.ImageClassificationTask):
       raise ValueError(f"model.num_classes is {params.model.num_classes} but the class list has "
                        f"{num_classes} classes")
     super().__init__(params.replace(model={"num_classes": num_classes}), logging_dir, name)
-    self._evaluator = ClassificationEvaluator(num_classes)
+    self._evaluator = ClassificationEvaluator(num_classes, class_keys=self.label_map.mids)
     self._last_result = None
 
   # Data and classes.
@@ -109,20 +114,24 @@ class ClassifierTask(image_classification.ImageClassificationTask):
     if saved and tf.io.gfile.exists(saved):
       logging.info("classes: %s (kept from an earlier run in this model dir)", saved)
       return labels_lib.LabelMap.from_csv(saved)
-    builder = self._builder(params.train_data)
-    mids = builder.info.features["image_labels"]["label"].names
-    names = builder.info.metadata["image_level_class_names"]
+
+    def dataset_classes():
+      builder = self._builder(params.train_data)
+      return (builder.info.features["image_labels"]["label"].names,
+              builder.info.metadata["image_level_class_names"])
+
     if params.class_list:
-      label_map = read_class_list(params.class_list, mids, names)
+      label_map = read_class_list(params.class_list, lambda: dict(zip(*dataset_classes())))
       logging.info("classes: %d from %s", len(label_map), params.class_list)
     else:
+      mids, names = dataset_classes()
       train, _, _ = self._label_statistics(params.train_data, params.train_data.tfds_split)
       validation, _, _ = self._label_statistics(params.validation_data,
                                                 params.validation_data.tfds_split)
       keep = trainable_classes(train, validation, params.min_train_positives,
                                params.min_validation_positives)
       if not keep.size:
-        raise ValueError(f"no class of {params.train_data.tfds_name} has {params.min_train_positives} "
+        raise NoTrainableClassesError(f"no class of {params.train_data.tfds_name} has {params.min_train_positives} "
                          f"verified positives in train and {params.min_validation_positives} in "
                          "validation: lower min_train_positives / min_validation_positives")
       label_map = labels_lib.LabelMap(tuple(mids[i] for i in keep), tuple(names[i] for i in keep))
@@ -189,29 +198,33 @@ class ClassifierTask(image_classification.ImageClassificationTask):
     return []
 
   def validation_step(self, inputs, model, metrics=None):
-    """Loss plus the scores and three-state targets (1, 0, -1 unknown) for the evaluator."""
+    """Loss, plus the labels and scores of the global batch for the evaluator."""
     del metrics
     features, labels = inputs
     outputs = tf.cast(self.inference_step(features, model), tf.float32)
     loss = self.build_losses(labels, outputs, aux_losses=model.losses)
-    targets = tf.where(labels["label_weights"] > 0, tf.cast(labels["labels"] >= 0.5, tf.int32), -1)
+    groundtruths = {"labels": labels["labels"], "label_weights": labels["label_weights"]}
     scores = tf.sigmoid(outputs)
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
       # Every replica gets the whole global batch, so each worker's evaluator sees all of it.
-      scores, targets = context.all_gather(scores, axis=0), context.all_gather(targets, axis=0)
-    return {self.loss: loss, "scores": scores, "targets": targets}
+      groundtruths, scores = tf.nest.map_structure(lambda x: context.all_gather(x, axis=0),
+                                                   (groundtruths, scores))
+    return {self.loss: loss, "groundtruths": groundtruths, "predictions": scores}
 
   def aggregate_logs(self, state=None, step_outputs=None):
     """Adds a step's global batch (the first local replica's gathered copy) to the evaluator."""
     if state is None:
-      self._evaluator.reset()
+      self._evaluator.reset_states()
       state = self._evaluator
-    state.add_batch(np.asarray(step_outputs["scores"][0]), np.asarray(step_outputs["targets"][0]))
+    groundtruths = {k: v[0] for k, v in step_outputs["groundtruths"].items()}
+    state.update_state(groundtruths, step_outputs["predictions"][0])
     return state
 
   def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
+    """mAP and counts for the logs and TensorBoard; the per-class results go to `write_evaluation`."""
     result = aggregated_logs.evaluate()
+    aggregated_logs.reset_states()
     self._last_result = result
     return {MAP_KEY: float(np.nan_to_num(result.mean_ap)),
             "num_classes_evaluated": int((result.num_positives > 0).sum()),

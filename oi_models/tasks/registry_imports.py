@@ -7,4 +7,5 @@ own trainers import `official.vision.registry_imports`.
 # pylint: disable=unused-import
 from official.vision import registry_imports as _vision
 
+from oi_models.modeling import backbones
 from oi_models.tasks import classification

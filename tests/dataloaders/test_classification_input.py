@@ -102,3 +102,53 @@ def test_machine_labels_from_the_dataset_are_merged_when_asked():
 def test_rejects_a_class_list_sharing_no_class():
   with pytest.raises(ValueError, match="no dataset class"):
     classification_input.Parser.from_features(fake.features(), ["/m/zzz"])
+
+
+def test_soft_machine_labels_take_their_confidence_where_no_human_label():
+  human = ([0, 2], [0.0, 1.0])  # /m/a negative, /m/b positive, /m/e unknown.
+  machine = ([0, 2, 4], [0.9, 0.1, 0.7])
+  t, w = classification_input.label_targets(
+      tf.constant(human[0], tf.int64), tf.constant(human[1]), tf.constant(CLASS_MAP), 3,
+      tf.constant(machine[0], tf.int64), tf.constant(machine[1]), 0.0, soft_machine_labels=True)
+  np.testing.assert_allclose(t.numpy(), [0.7, 0.0, 1.0])  # /m/e soft 0.7; human wins on /m/a, /m/b.
+  np.testing.assert_array_equal(w.numpy(), [1, 1, 1])
+
+
+def test_hierarchy_expansion_positives_up_negatives_down_positive_wins():
+  # Hierarchy over the image-level classes: /m/c is the parent of /m/a and /m/b; /m/e child of /m/b.
+  from oi_models import labels  # pylint: disable=import-outside-toplevel
+  tree = {"LabelName": labels.ROOT_MID, "Subcategory": [
+      {"LabelName": "/m/c", "Subcategory": [
+          {"LabelName": "/m/a"}, {"LabelName": "/m/b", "Subcategory": [{"LabelName": "/m/e"}]}]},
+      {"LabelName": "/m/d"}]}
+  names = tuple(fake.IMAGE_MIDS)
+  expander = labels.Expander(labels.Hierarchy(tree), labels.LabelMap(names, names))
+  model = ["/m/a", "/m/b", "/m/c", "/m/e"]
+  parser = classification_input.Parser(examples.class_index_map(names, model), (8, 8),
+                                       expansion=expander)
+  tables = parser._tables  # pylint: disable=protected-access
+  def targets(label, confidence):
+    t, w = classification_input.label_targets(tf.constant(label, tf.int64), tf.constant(confidence),
+                                              parser._class_map, 4, **tables)  # pylint: disable=protected-access
+    return t.numpy().tolist(), w.numpy().tolist()
+  # /m/a positive -> /m/c positive; /m/b negative -> /m/e negative.
+  assert targets([0, 2], [1.0, 0.0]) == ([1, 0, 1, 0], [1, 1, 1, 1])
+  # /m/e positive -> /m/b and /m/c positive, though /m/c is also verified negative (-> /m/a, /m/b).
+  assert targets([4, 1], [1.0, 0.0]) == ([0, 1, 1, 1], [1, 1, 1, 1])
+
+
+def test_vgg_preprocessing_is_rgb_minus_the_imagenet_means():
+  feats = fake.features()
+  image = np.full((16, 16, 3), (200, 100, 50), np.uint8)
+  record = fake.serialize(feats, [fake.example(fake.image_id(0), image, image_labels=[0],
+                                               confidences=[1.0])])[0]
+  parsed = feats.deserialize_example(record, decoders={"image": tfds.decode.SkipDecoding()})
+  for preprocessing, expected in (("vgg", np.subtract((200, 100, 50), (123.68, 116.78, 103.94))),
+                                  ("imagenet", (np.array((200, 100, 50)) / 255 - (0.485, 0.456, 0.406))
+                                   / (0.229, 0.224, 0.225))):
+    parser = classification_input.Parser.from_features(feats, MODEL_MIDS, output_size=(8, 8),
+                                                       preprocessing=preprocessing)
+    out, _ = parser.parse_fn(is_training=False)(parsed)
+    # JPEG moves a flat colour by a level or two.
+    np.testing.assert_allclose(out.numpy().mean(axis=(0, 1)), expected,
+                               atol=3.0 if preprocessing == "vgg" else 0.06)
