@@ -56,7 +56,7 @@ def reference(tmp_path_factory):
   np.save(folder / "image.npy", sample_image())
   oracles.run("od_faster_rcnn", folder, "--image", folder / "image.npy", "--num_classes", NUM_CLASSES,
               "--min_dimension", MIN_DIMENSION, "--max_dimension", MAX_DIMENSION,
-              "--max_proposals", MAX_PROPOSALS)
+              "--max_proposals", MAX_PROPOSALS, timeout=1800)  # minutes on a loaded machine
   return dict(np.load(folder / "stages.npz")), folder
 
 
