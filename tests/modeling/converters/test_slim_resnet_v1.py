@@ -118,6 +118,17 @@ def test_wrong_model_is_one_error_naming_what_is_missing(tiny_oracle, tmp_path):
   assert "resnet_v1_101/conv1/weights" in message and f"under: {SCOPE} (118)" in message
   assert not (tmp_path / "a").exists()  # nothing written
 
+  # A shallower model under resnet_v1_50's scope: its missing units are named.
+  def rename(tensors):
+    for name in list(tensors):
+      tensors[name.replace(SCOPE, "resnet_v1_50")] = tensors.pop(name)
+  checkpoint = _variant(tiny_oracle, tmp_path, rename)
+  with pytest.raises(converters.ConversionError, match="not a slim resnet_v1_50 checkpoint") as error:
+    convert_checkpoint.convert("slim_resnet_v1_50", checkpoint, str(tmp_path / "c"))
+  assert "resnet_v1_50/block1/unit_3/bottleneck_v1/conv1/weights" in str(error.value)
+  # 53 convs x 4 variables (no gamma); absent: units 3 of block1 and block4, 3-4 of block2, 3-6 of block3.
+  assert "96 of its 212 variables are missing" in str(error.value)
+
   missing = f"{SCOPE}/block3/unit_2/bottleneck_v1/conv2/BatchNorm/moving_variance"
   checkpoint = _variant(tiny_oracle, tmp_path, lambda tensors: tensors.pop(missing))
   with pytest.raises(converters.ConversionError, match="1 of its 116 variables are missing") as error:
