@@ -35,14 +35,17 @@ class InceptionResNetV2(hyperparams.Config):
   output_stride: 8 (atrous block17, the reference detector) or 16 return the first stage only; 32 is the
   whole classification network. padding: 'SAME' (the OD API's aligned feature maps) or 'VALID' (Keras
   Applications, slim's classifier). The repeats are the published 10 / 20 / 9; tiny configs use fewer.
-  bn_trainable=False freezes batch norm (inference mode, not trained).
+  bn_inference_mode=True normalizes with the moving statistics in training too, betas still learning (the
+  OD API's Faster R-CNN default, `batch_norm_trainable: false`); bn_trainable=False freezes batch norm
+  whole (moving statistics, nothing trained).
   """
   output_stride: int = 8
-  padding: str = 'SAME'
+  padding: str = "SAME"
   block35_repeats: int = 10
   block17_repeats: int = 20
   block8_repeats: int = 9
   bn_trainable: bool = True
+  bn_inference_mode: bool = False
 
 
 @dataclasses.dataclass

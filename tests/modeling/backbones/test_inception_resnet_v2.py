@@ -15,6 +15,7 @@ from oi_models.configs import backbones as backbone_configs
 from oi_models.modeling.backbones import inception_resnet_v2 as irv2
 
 TINY = dict(block35_repeats=1, block17_repeats=1, block8_repeats=1)
+TINY_REPEATS = {"block35": 1, "block17": 1, "block8": 1}
 
 
 def tiny_backbone(**kwargs) -> irv2.InceptionResNetV2:
@@ -37,7 +38,7 @@ def conv_bn_counts(repeats: dict) -> tuple[int, int]:
 @pytest.mark.parametrize("bn_trainable", [True, False])
 def test_weight_counts_match_the_hand_count(bn_trainable):
   model = tiny_backbone(output_stride=32, bn_trainable=bn_trainable)
-  with_bn, linear = conv_bn_counts({"block35": 1, "block17": 1, "block8": 1})
+  with_bn, linear = conv_bn_counts(TINY_REPEATS)
   # Trainable: every kernel, the linear convolutions' biases, each batch norm's beta (no gamma).
   assert len(model.trainable_weights) == with_bn + 2 * linear + (with_bn if bn_trainable else 0)
   # Non-trainable: moving mean and variance (and beta, when frozen).
@@ -118,6 +119,25 @@ def test_frozen_batch_norm_runs_in_inference_mode():
     np.testing.assert_array_equal(old, new.numpy())  # moving statistics untouched
   trained = tiny_backbone(output_stride=16)
   assert not np.allclose(trained(image, training=True)["4"], trained(image, training=False)["4"])
+
+
+def test_inference_mode_batch_norm_keeps_beta_trainable():
+  """The OD API's `batch_norm_trainable: false`: moving statistics in training, betas still learn."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  image = np.random.default_rng(2).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+  model = tiny_backbone(output_stride=16, bn_inference_mode=True)
+  bn = model.get_layer("conv2d_1a_3x3_bn")
+  before = bn.moving_mean.numpy()
+  with tf.GradientTape() as tape:
+    features = model(image, training=True)["4"]
+    loss = tf.reduce_sum(features)
+  np.testing.assert_array_equal(features, model(image, training=False)["4"])
+  np.testing.assert_array_equal(bn.moving_mean.numpy(), before)
+  assert bn.beta.trainable and any(w is bn.beta for w in model.trainable_weights)
+  assert np.abs(tape.gradient(loss, bn.beta).numpy()).max() > 0
+  with_bn, linear = conv_bn_counts(TINY_REPEATS)
+  with_bn -= 7 + 4 * 2 + 1  # a first stage has no tail: mixed_7a, block8 and the final one, conv_7b
+  assert len(model.trainable_weights) == 2 * with_bn + 2 * (linear - 2)
 
 
 def test_factory_builds_from_the_config():
