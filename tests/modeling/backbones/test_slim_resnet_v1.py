@@ -25,8 +25,14 @@ def _build(size=None, **options):
                                 common.NormActivation(use_sync_bn=False))
 
 
-def test_factory_builds_slim_units_variables_and_levels():
-  model = _build(**TINY)
+@pytest.fixture(scope="module")
+def tiny():
+  """The small model at 64x64, built once (a build costs seconds)."""
+  return _build(64, **TINY)
+
+
+def test_factory_builds_slim_units_variables_and_levels(tiny):
+  model = tiny
   assert isinstance(model, backbones.SlimResNetV1)
   units = [scope for scope in model.slim_layers if scope.endswith("/conv1") and "unit" in scope]
   assert len(units) == 8
@@ -37,12 +43,11 @@ def test_factory_builds_slim_units_variables_and_levels():
   assert len(model.variables) == 29 * 5
   assert len(model.trainable_variables) == 29 * 3  # kernel, beta, gamma: none lost to Keras 3
   assert {level: spec.as_list() for level, spec in model.output_specs.items()} == {
-      "2": [None, None, None, 32], "3": [None, None, None, 64], "4": [None, None, None, 128],
-      "5": [None, None, None, 256]}
+      "2": [None, 16, 16, 32], "3": [None, 8, 8, 64], "4": [None, 4, 4, 128], "5": [None, 2, 2, 256]}
 
 
-def test_strides_sit_on_the_last_unit_and_levels_hold_the_last_map_at_each_stride():
-  model = _build(64, **TINY)
+def test_strides_sit_on_the_last_unit_and_levels_hold_the_last_map_at_each_stride(tiny):
+  model = tiny
   x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
   outputs = model(x, training=False)
   assert {k: v.shape.as_list() for k, v in outputs.items()} == {
@@ -59,9 +64,9 @@ def test_strides_sit_on_the_last_unit_and_levels_hold_the_last_map_at_each_strid
   np.testing.assert_array_equal(subsample(first).numpy(), first.numpy()[:, ::2, ::2])
 
 
-def test_strided_3x3_pads_explicitly_one_before_and_one_after():
+def test_strided_3x3_pads_explicitly_one_before_and_one_after(tiny):
   """On even inputs Keras' 'same' pads (0, 1) for a stride-2 3x3; slim's conv2d_same pads (1, 1)."""
-  model = _build(64, **TINY)
+  model = tiny
   pad = model.get_layer("block1_unit_2_bottleneck_v1_conv2_pad")
   conv, _ = model.slim_layers["block1/unit_2/bottleneck_v1/conv2"]
   assert pad.padding == ((1, 1), (1, 1)) and conv.padding == "valid" and conv.strides == (2, 2)
@@ -87,9 +92,9 @@ def test_batch_norm_follows_slim_arg_scope():
   assert len(model.variables) == 29 * 4
 
 
-def test_model_garden_normalization_gives_the_vgg_input_outputs():
+def test_model_garden_normalization_gives_the_vgg_input_outputs(tiny):
   """'model_garden' input = (x - MEAN_RGB) / STDDEV_RGB; the same weights must give the same maps."""
-  vgg = _build(64, **TINY)
+  vgg = tiny
   mg = _build(64, **TINY, input_normalization="model_garden")
   mg.set_weights(vgg.get_weights())
   rgb = np.random.default_rng(2).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
@@ -100,8 +105,8 @@ def test_model_garden_normalization_gives_the_vgg_input_outputs():
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def test_config_round_trip_and_bad_options():
-  model = _build(64, **TINY)
+def test_config_round_trip_and_bad_options(tiny):
+  model = tiny
   clone = backbones.SlimResNetV1.from_config(model.get_config())
   assert [v.shape for v in clone.variables] == [v.shape for v in model.variables]
   with pytest.raises(ValueError, match="model_id must be one of"):
