@@ -262,17 +262,23 @@ def _num_rows(rows: dict[str, np.ndarray] | None) -> int:
   return 0 if rows is None else len(rows["label"])
 
 
+_QUALIFYING_KINDS = ("boxes", "image_labels")
+
+
+def qualifying_rows(spec: SplitSpec, kind: str, label: np.ndarray,
+                    confidence: np.ndarray | None = None) -> np.ndarray:
+  """Rows that make their image qualify: a box of a selected class, or a positive human label."""
+  if kind == "boxes":
+    return spec.box_remap[np.asarray(label)] >= 0
+  return (spec.label_remap[np.asarray(label)] >= 0) & (np.asarray(confidence) == 1)
+
+
 def qualifies(spec: SplitSpec, ann: Mapping[str, dict | None]) -> bool:
   """With a class filter: a selected class is on the image as a box or a positive human label."""
   if not spec.filter_classes:
     return True
-  boxes, image_labels = ann.get("boxes"), ann.get("image_labels")
-  if boxes is not None and np.any(spec.box_remap[boxes["label"]] >= 0):
-    return True
-  if image_labels is not None:
-    positive = image_labels["confidence"] == 1
-    return bool(np.any((spec.label_remap[image_labels["label"]] >= 0) & positive))
-  return False
+  return any(ann.get(kind) is not None and np.any(qualifying_rows(
+      spec, kind, ann[kind]["label"], ann[kind].get("confidence"))) for kind in _QUALIFYING_KINDS)
 
 
 def count_dropped_image(counts, reason: str, ann: Mapping[str, dict | None],
@@ -438,13 +444,11 @@ def _qualifying(spec: SplitSpec, groups: Mapping[str, Any], listed: np.ndarray) 
   if not spec.filter_classes:
     return np.ones(len(listed), bool)
   keep = np.zeros(len(listed), bool)
-  for kind, remap in (("boxes", spec.box_remap), ("image_labels", spec.label_remap)):
+  for kind in _QUALIFYING_KINDS:
     group = groups.get(kind)
     if group is None or not len(group):
       continue
-    rows = remap[np.asarray(group.table.label)] >= 0
-    if kind == "image_labels":
-      rows &= np.asarray(group.table.confidence) == 1
+    rows = qualifying_rows(spec, kind, group.table.label, group.table.confidence)
     per_image = np.logical_or.reduceat(rows, group.offsets[:-1].astype(np.intp))
     keep |= np.isin(listed, group.image_ids[per_image])
   return keep
