@@ -262,16 +262,15 @@ def _tar(path, members, mode):
       archive.addfile(info, io.BytesIO(data))
 
 
-@pytest.mark.parametrize("with_metadata", [True, False])
-def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_path, with_metadata,
-                                                     monkeypatch):
-  manual = _copy(sample, tmp_path / "manual", image_folders=False)
-  if not with_metadata:  # Then the tar files list the images (one pass over their headers).
+def _tar_download(sample, dest: pathlib.Path, with_metadata: bool = True) -> pathlib.Path:
+  """The sample with its images in official-style tar files (train in two, one gzipped); the first
+  train image also has another spelling `.jpeg`, before its official name, holding another image."""
+  manual = _copy(sample, dest, image_folders=False)
+  if not with_metadata:  # Then the tar files list the images.
     for path in make_sample.METADATA_FILES.values():
       (manual / path).unlink()
   train = sorted(sample.image_dirs["train"].glob("*.jpg"))
   half = len(train) // 2
-  # Another spelling of the first image, before its official name: the official one is used.
   other = (f"train_0/{train[0].stem}.jpeg", train[1].read_bytes())
   _tar(manual / "train_0.tar", [other] + [(f"train_0/{p.name}", p.read_bytes())
                                           for p in train[:half]], "w")
@@ -280,6 +279,13 @@ def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_pa
   for split in ("validation", "test"):
     _tar(manual / f"{split}.tar", [(f"{split}/{p.name}", p.read_bytes())
                                    for p in sorted(sample.image_dirs[split].glob("*.jpg"))], "w")
+  return manual
+
+
+@pytest.mark.parametrize("with_metadata", [True, False])
+def test_tar_files_give_the_same_examples_as_folders(v6_original, sample, tmp_path, with_metadata,
+                                                     monkeypatch):
+  manual = _tar_download(sample, tmp_path / "manual", with_metadata)
   opened = []  # Each archive is streamed once, with or without a metadata file to list the images.
   real_iter_tar = builder_images.iter_tar
   monkeypatch.setattr(builder_images, "iter_tar",
@@ -639,14 +645,16 @@ def _flat_download(sample, dest: pathlib.Path, with_metadata: bool) -> pathlib.P
   return manual
 
 
-@pytest.mark.parametrize("case", ["bad_data", "classes_and_limit", "flat_folder"])
+@pytest.mark.parametrize("case", ["bad_data", "classes_and_limit", "flat_folder", "tars"])
 def test_beam_build_equals_the_plain_build(case, bad_build, bad_download, sample, tmp_path):
   beam = pytest.importorskip("apache_beam")
   if case == "bad_data":
     manual, (plain_builder, plain) = bad_download[0], bad_build
     config = "v6_max1024"
-  elif case == "flat_folder":
-    manual, config = _flat_download(sample, tmp_path / "manual", with_metadata=False), "v6_original"
+  elif case in ("flat_folder", "tars"):
+    manual = (_flat_download(sample, tmp_path / "manual", with_metadata=False) if case == "flat_folder"
+              else _tar_download(sample, tmp_path / "manual"))  # With a duplicate file.
+    config = "v6_original"
     plain_builder = _prepare(manual, tmp_path / "plain", config)
     plain = _all_examples(plain_builder)
   else:
