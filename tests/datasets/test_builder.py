@@ -498,7 +498,7 @@ def bad_build(bad_download, tmp_path_factory):
 
 def test_bad_data_is_counted_with_reasons(bad_build, bad_download, sample):
   ds_builder, by_split = bad_build
-  _, ids = bad_download
+  root, ids = bad_download
   counts = ds_builder.info.metadata["build_report"]["train"]["counts"]
   assert counts["images/dropped/corrupt_image"] == 1
   assert counts["images/dropped/truncated_image"] == 1
@@ -510,6 +510,9 @@ def test_bad_data_is_counted_with_reasons(bad_build, bad_download, sample):
   assert counts["boxes/skipped_by_reader/unknown MID"] == 1
   assert counts["image_labels/skipped_by_reader/unknown MID"] == 1
   assert counts["image_labels/dropped/confidence_not_0_or_1"] == 1
+  examples = ds_builder.info.metadata["build_report"]["train"]["examples"]
+  assert str(root / "train" / f"{ids[0]}.jpg") in examples["images/dropped/corrupt_image"][0]
+  assert "BytesIO" not in json.dumps(examples)
   assert 0.5 not in by_split["train"][ids[7]]["image_labels"]["confidence"]
   assert counts["images/duplicate_file"] == 1
   assert by_split["train"][ids[7]]["image"] == (sample.image_dirs["train"] / f"{ids[7]}.jpg"
