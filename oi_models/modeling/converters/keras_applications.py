@@ -92,7 +92,8 @@ class CopyReport:
 def copy_weights(source: tf_keras.Model, targets: Iterable[tf_keras.Model]) -> CopyReport:
   """Copies every weight layer of `source` to the structurally same layer of `targets`.
 
-  Raises when a target layer has no source (it would stay at random init) or shapes differ.
+  Raises when a target layer has no source (it would stay at random init), when shapes differ, or when
+  two targets hold the same layer.
   """
   source_keys = structural_keys(source)
   copied_layers = copied_values = 0
@@ -102,6 +103,9 @@ def copy_weights(source: tf_keras.Model, targets: Iterable[tf_keras.Model]) -> C
       if key not in source_keys:
         raise ValueError(f"{target.name}/{layer.name} (structural key {key}) has no source layer in "
                          f"{source.name}")
+      if key in used:
+        raise ValueError(f"{target.name}/{layer.name}: {source_keys[key].name} already copied to another "
+                         "target (the targets overlap)")
       values = source_keys[key].get_weights()
       shapes = [w.shape for w in layer.weights]
       if [v.shape for v in values] != shapes:

@@ -37,6 +37,7 @@ def test_h5_loads_into_the_stride_32_backbone(stock, image, tmp_path):
   stock.save_weights(path)
   backbone = irv2.InceptionResNetV2(output_stride=32, padding="VALID")
   report = keras_applications.load_inception_resnet_v2_h5(path, [backbone])
+  assert not keras_applications._has_top(path)  # pylint: disable=protected-access
   assert report.copied_layers == 448 == sum(bool(l.weights) for l in backbone.layers)
   assert report.copied_values == stock.count_params() == backbone.count_params()
   assert report.unused == []
@@ -80,3 +81,6 @@ def test_target_layers_without_a_matching_source_are_errors(stock):
   narrow = tf_keras.Sequential([tf_keras.Input((8, 8, 3)), tf_keras.layers.Conv2D(4, 1, name="conv_7b")])
   with pytest.raises(ValueError, match="shapes"):
     keras_applications.copy_weights(stock, [narrow])
+  tail = irv2.InceptionResNetV2Tail(block8_repeats=0)
+  with pytest.raises(ValueError, match="targets overlap"):
+    keras_applications.copy_weights(stock, [tail, tail])
