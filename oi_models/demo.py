@@ -129,20 +129,13 @@ def _train_classifier(out_dir: pathlib.Path, report: _Report) -> None:
   table = eval_report.format_table(metrics["per_class"], eval_report.CLASSIFICATION_COLUMNS,
                                    limit=len(metrics["per_class"]))
   steps = params.trainer.train_steps
-  body = (f"{command}
-
-"
+  body = (f"{command}\n\n"
           f"{steps} steps of batch {params.task.train_data.global_batch_size} at "
           f"{params.task.model.input_size[0]}x{params.task.model.input_size[1]} "
-          f"(ResNet-10, width x0.25), {seconds:.0f} s with tracing and evaluation
-"
+          f"(ResNet-10, width x0.25), {seconds:.0f} s with tracing and evaluation\n"
           f"validation mAP over verified labels: {metrics['mean_ap']:.3f} "
           f"({metrics['mode']['num_classes_evaluated']} classes, {metrics['mode']['num_images']} "
-          f"images)
-
-{table}
-
-model dir (checkpoints, TensorBoard, metrics.json, per_class.csv): "
+          f"images)\n\n{table}\n\nmodel dir (checkpoints, TensorBoard, metrics.json, per_class.csv): "
           f"{model_dir}")
   report.add("Classifier (tiny ResNet, image-level labels)", body, seconds)
 
