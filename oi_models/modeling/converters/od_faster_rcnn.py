@@ -32,6 +32,7 @@ import numpy as np
 from oi_models import labels
 from oi_models.configs import faster_rcnn as faster_rcnn_config
 from oi_models.modeling import converters
+from oi_models.modeling.converters import slim_inception_resnet_v2 as irv2_names
 from oi_models.modeling.faster_rcnn import model as model_lib
 
 # The experiment a converted detector evaluates and fine-tunes with; the written config overrides its
@@ -106,7 +107,6 @@ def convert(source: converters.SourceCheckpoint, class_list: Optional[labels.Lab
   model_config = model_config_for(source, num_classes, objectness, overrides)
   model = model_lib.build_faster_rcnn(model_config)
   tail = model.detection_head[0].tail
-  from oi_models.modeling.converters import slim_inception_resnet_v2 as irv2_names  # pylint: disable=import-outside-toplevel
   pairs = irv2_names.od_api_variable_map(model.backbone, tail)
   source.require([name for name, _ in pairs], model=model_name)
   transfer = converters.Transfer(source, model)
@@ -131,7 +131,6 @@ def convert_imagenet_backbone(source: converters.SourceCheckpoint,
   model_config = faster_rcnn_config.FasterRCNN(num_classes=len(class_list) + 1)
   model = model_lib.build_faster_rcnn(model_config)
   tail = model.detection_head[0].tail
-  from oi_models.modeling.converters import slim_inception_resnet_v2 as irv2_names  # pylint: disable=import-outside-toplevel
   pairs = (irv2_names.variable_map(model.backbone, irv2_names.SLIM_PREFIX)
            + irv2_names.variable_map(tail, irv2_names.SLIM_PREFIX))
   source.require([name for name, _ in pairs], model="TF-slim inception_resnet_v2")
