@@ -73,8 +73,11 @@ def class_frequencies(db: sql_schema.Database, split: str | None = None,
   """Per class: boxes, images with a box, human-verified positive and negative image labels."""
   where = "WHERE split = ?" if split else ""
   params = (split, split) if split else ()
-  sql = f"""WITH b AS (SELECT label_name, count(*) AS boxes, count(DISTINCT image_id) AS images
-                       FROM boxes {where} GROUP BY label_name),
+  # Boxes per (class, image) first: both databases hash that; count(DISTINCT) made PostgreSQL sort.
+  sql = f"""WITH per_image AS (SELECT label_name, image_id, count(*) AS n FROM boxes {where}
+                               GROUP BY label_name, image_id),
+                 b AS (SELECT label_name, CAST(sum(n) AS BIGINT) AS boxes, count(*) AS images
+                       FROM per_image GROUP BY label_name),
                  l AS (SELECT label_name,
                               sum(CASE WHEN confidence = 1 THEN 1 ELSE 0 END) AS positives,
                               sum(CASE WHEN confidence = 0 THEN 1 ELSE 0 END) AS negatives
