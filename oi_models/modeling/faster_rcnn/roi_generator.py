@@ -138,8 +138,10 @@ class ReferenceROIGenerator(tf_keras.layers.Layer):
           cfg['score_threshold'])
       return kept, kept_scores
 
+    # Static proposal counts: Model Garden's ROI sampler (training) needs them.
     rois, roi_scores = tf.map_fn(one_image, (boxes, scores, image_shape),
-                                 fn_output_signature=(tf.float32, tf.float32))
+                                 fn_output_signature=(tf.TensorSpec([num_proposals, 4], tf.float32),
+                                                      tf.TensorSpec([num_proposals], tf.float32)))
     return tf.stop_gradient(rois), tf.stop_gradient(roi_scores)
 
   def get_config(self):
