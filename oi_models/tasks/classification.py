@@ -53,6 +53,38 @@ def _tfds_builder(config: cls_cfg.DataConfig) -> tfds.core.DatasetBuilder:
                       data_dir=os.path.expanduser(config.tfds_data_dir) if config.tfds_data_dir else None)
 
 
+_VALID = "valid"
+
+
+def gather_replicas(tensors: dict) -> dict:
+  """Each [b, C] float tensor of the replicas, stacked into every replica's copy, plus a `valid` row mask.
+
+  The replicas' rows are placed in disjoint slots of a zero buffer of `num_replicas x max b` rows and
+  summed with an all-reduce (the collective every strategy has, across workers too); `valid` marks
+  the rows that hold an example (the last batch of an evaluation may be short or empty on some
+  replicas). With one replica the tensors come back as they are, all rows valid.
+  """
+  first = next(iter(tensors.values()))
+  rows = tf.shape(first)[0]
+  tensors = dict(tensors, **{_VALID: tf.ones([rows], tf.float32)})
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return tensors
+  replica, replicas = context.replica_id_in_sync_group, context.num_replicas_in_sync
+  rows_of = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                               tf.one_hot(replica, replicas) * tf.cast(rows, tf.float32))
+  slot = tf.cast(tf.reduce_max(rows_of), tf.int32)
+  start = replica * slot
+  total = replicas * slot
+
+  def place(x):
+    x = tf.cast(x, tf.float32)
+    padding = [[start, total - start - rows]] + [[0, 0]] * (len(x.shape) - 1)
+    return tf.pad(x, padding)
+
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, {k: place(v) for k, v in tensors.items()})
+
+
 class NoTrainableClassesError(ValueError):
   """No class of the data has enough verified positives for the thresholds."""
 
@@ -203,22 +235,21 @@ class ClassifierTask(image_classification.ImageClassificationTask):
     features, labels = inputs
     outputs = tf.cast(self.inference_step(features, model), tf.float32)
     loss = self.build_losses(labels, outputs, aux_losses=model.losses)
-    groundtruths = {"labels": labels["labels"], "label_weights": labels["label_weights"]}
-    scores = tf.sigmoid(outputs)
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-      # Every replica gets the whole global batch, so each worker's evaluator sees all of it.
-      groundtruths, scores = tf.nest.map_structure(lambda x: context.all_gather(x, axis=0),
-                                                   (groundtruths, scores))
-    return {self.loss: loss, "groundtruths": groundtruths, "predictions": scores}
+    outputs = {"labels": labels["labels"], "label_weights": labels["label_weights"],
+               "scores": tf.sigmoid(outputs)}
+    outputs = gather_replicas(outputs)
+    scores = outputs.pop("scores")
+    return {self.loss: loss, "groundtruths": outputs, "predictions": scores}
 
   def aggregate_logs(self, state=None, step_outputs=None):
     """Adds a step's global batch (the first local replica's gathered copy) to the evaluator."""
     if state is None:
       self._evaluator.reset_states()
       state = self._evaluator
-    groundtruths = {k: v[0] for k, v in step_outputs["groundtruths"].items()}
-    state.update_state(groundtruths, step_outputs["predictions"][0])
+    gathered = {k: np.asarray(v[0]) for k, v in step_outputs["groundtruths"].items()}
+    valid = gathered.pop(_VALID) > 0
+    state.update_state({k: v[valid] for k, v in gathered.items()},
+                       np.asarray(step_outputs["predictions"][0])[valid])
     return state
 
   def reduce_aggregated_logs(self, aggregated_logs, global_step=None):

@@ -65,7 +65,7 @@ def test_sigkill_then_restart_resumes_from_the_last_checkpoint(sample, tmp_path)
   job = subprocess.Popen(_train_cmd(model_dir, *common, f"--params_override={overrides},"
                                     "trainer.train_steps=100000"),
                          env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
+  deadline = time.time() + 600
   while (_checkpoint_step(model_dir) or 0) < 40:
     assert job.poll() is None, job.stderr.read()[-3000:]
     assert time.time() < deadline, "no checkpoint at step >= 40 in time"
@@ -80,7 +80,7 @@ def test_sigkill_then_restart_resumes_from_the_last_checkpoint(sample, tmp_path)
   target = killed_at + 20
   done = subprocess.run(_train_cmd(model_dir, *common, f"--params_override={overrides},"
                                    f"trainer.train_steps={target}"),
-                        env=_env(), capture_output=True, text=True, timeout=300)
+                        env=_env(), capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   assert f"restored model from {model_dir}/ckpt-{killed_at}" in done.stdout
   assert f"train | step: {killed_at:6d} | training until step {target}" in done.stdout
@@ -97,7 +97,7 @@ def test_mirrored_over_two_logical_cpus_trains_identical_replicas(sample, tmp_pa
        "runtime.num_cpu_devices=2",
        "trainer.train_steps=6", "trainer.steps_per_loop=3", "trainer.summary_interval=3",
        "trainer.checkpoint_interval=6"],
-      env=_env(), capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+      env=_env(), capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
   result = np.load(out)
   assert int(result["num_replicas"]) == 2
@@ -138,7 +138,7 @@ def test_multi_worker_mirrored_two_processes_on_loopback_end_identical(sample, t
         cwd=REPO_ROOT))
   for job in jobs:
     try:
-      _, err = job.communicate(timeout=300)
+      _, err = job.communicate(timeout=900)
     finally:
       for other in jobs:
         if other.poll() is None and job.returncode not in (None, 0):
