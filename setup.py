@@ -51,6 +51,7 @@ CONSOLE_SCRIPTS = [
     "oi-demo=oi_models.demo:run",
     "oi-download=oi_models.tools.download:run",
     "oi-evaluate=oi_models.evaluation.cli:run",
+    "oi-export=oi_models.serving.export_saved_model:run",
     "oi-image-sizes=oi_models.tools.image_sizes:run",
     "oi-make-sample=oi_models.data.make_sample:run",
     "oi-to-sql=oi_models.tools.to_sql:run",

@@ -1,0 +1,1 @@
+"""SavedModel export of the Open Images classifier and detector (Model Garden serving modules)."""
