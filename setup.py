@@ -46,14 +46,14 @@ EXTRAS_REQUIRE = {
 }
 
 CONSOLE_SCRIPTS = [
-    "oi-build-dataset=oi_models.data.build:run",
+    "oi-build-dataset=oi_models.datasets.build:run",
     "oi-convert-checkpoint=oi_models.modeling.convert_checkpoint:run",
     "oi-demo=oi_models.demo:run",
     "oi-download=oi_models.tools.download:run",
     "oi-evaluate=oi_models.evaluation.cli:run",
     "oi-export=oi_models.serving.export_saved_model:run",
     "oi-image-sizes=oi_models.tools.image_sizes:run",
-    "oi-make-sample=oi_models.data.make_sample:run",
+    "oi-make-sample=oi_models.datasets.make_sample:run",
     "oi-to-sql=oi_models.tools.to_sql:run",
     "oi-train=oi_models.tasks.train:run",
 ]

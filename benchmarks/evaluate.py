@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from oi_models import labels
-from oi_models.data import readers
+from oi_models.io import readers
 from oi_models.evaluation import ground_truth
 from oi_models.evaluation import predictions
 

@@ -30,7 +30,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from oi_models.data import detection_input
+from oi_models.dataloaders import detection_input
 
 _IMAGES_DIR = flags.DEFINE_string(
     "images_dir",
@@ -44,7 +44,7 @@ _CORES = flags.DEFINE_integer("cores", 2, "tf.data thread pool size and parallel
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 2, "Detector pipeline batch size.")
 _BOXES = flags.DEFINE_integer("boxes_per_image", 10, "Synthetic ground-truth boxes per image.")
 _SAMPLE_IMAGES = flags.DEFINE_integer("sample_images", 300, "If > 0, also time a TFDS build of a sample "
-                                      "of this many images (needs oi_models.data.builder).")
+                                      "of this many images (needs oi_models.datasets.builder).")
 
 
 def _examples(jpegs, num_boxes):
@@ -103,8 +103,8 @@ def _build_rates(num_images, cores, builds=3):
   The first build in a process pays one-off set-up (imports, TFDS registration, graph tracing).
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from oi_models.data import builder  # pylint: disable=import-outside-toplevel
-  from oi_models.data import make_sample  # pylint: disable=import-outside-toplevel
+  from oi_models.datasets import builder  # pylint: disable=import-outside-toplevel
+  from oi_models.datasets import make_sample  # pylint: disable=import-outside-toplevel
   rates = []
   with tempfile.TemporaryDirectory() as tmp:
     manual = os.path.join(tmp, "manual")
