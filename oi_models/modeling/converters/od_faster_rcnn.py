@@ -35,9 +35,10 @@ from oi_models.modeling import converters
 from oi_models.modeling.converters import slim_inception_resnet_v2 as irv2_names
 from oi_models.modeling.faster_rcnn import model as model_lib
 
-# The experiment a converted detector evaluates and fine-tunes with; the written config overrides its
+# The experiment a converted detector evaluates and fine-tunes with (oi_models/configs/detection.py:
+# the reference setup on Open Images V4, the released model's data); the written config overrides its
 # whole `task.model`.
-EXPERIMENT = "faster_rcnn_irv2_atrous_oid"
+EXPERIMENT = "oi_detector_irv2_v4"
 RPN_CONV = "Conv"
 RPN_BOXES = "FirstStageBoxPredictor/BoxEncodingPredictor"
 RPN_CLASSES = "FirstStageBoxPredictor/ClassPredictor"
