@@ -47,8 +47,10 @@ EXTRAS_REQUIRE = {
 
 CONSOLE_SCRIPTS = [
     "oi-build-dataset=oi_models.datasets.build:run",
+    "oi-classify=oi_models.serving.classify:run",
     "oi-convert-checkpoint=oi_models.modeling.convert_checkpoint:run",
     "oi-demo=oi_models.demo:run",
+    "oi-detect=oi_models.serving.detect:run",
     "oi-download=oi_models.tools.download:run",
     "oi-evaluate=oi_models.evaluation.cli:run",
     "oi-export=oi_models.serving.export_saved_model:run",

@@ -1,8 +1,8 @@
 """The detector SavedModel, written by oi-export from a converter-style config and reloaded in a fresh
 process, against the in-process model.
 
-One export (module fixture): the tiny (1/1/1 repeats) Faster R-CNN with random weights, three classes
-under a two-level hierarchy, exported with --expand_hierarchy. The reference is computed here without
+One export (module fixture): the tiny (1/1/1 repeats) Faster R-CNN with random weights over the sample
+dataset's ten box classes and hierarchy (`oi-make-sample`), exported with --expand_hierarchy. The reference is computed here without
 the serving code: the model's keep-aspect preprocessing and call, boxes divided by the resized size
 (normalised to the original image), and the Open Images expansion done by `labels.Expander` (each box
 copied to every ancestor), sorted by score.
@@ -23,10 +23,6 @@ from oi_models.configs import faster_rcnn as faster_rcnn_config
 from tests.conftest import REPO_ROOT
 from tests.conftest import shared_path
 
-CLASSES = labels.LabelMap(("/m/0k4j", "/m/01bjv", "/m/0199g"), ("Car", "Bus", "Bicycle"))
-HIERARCHY = {"LabelName": "/m/0bl9f", "Subcategory": [
-    {"LabelName": "/m/0k4j", "Subcategory": [{"LabelName": "/m/01bjv"}]},
-    {"LabelName": "/m/0199g"}]}
 BOX_TOLERANCE = 1e-5  # normalised coordinates
 SCORE_TOLERANCE = 1e-5
 
@@ -36,17 +32,21 @@ def exported(tmp_path_factory):
   import tf_keras
   from oi_models.modeling.faster_rcnn import model as model_lib
   tmp = tmp_path_factory.mktemp("detector")
-  config = faster_rcnn_config.tiny(num_classes=len(CLASSES) + 1)
+  sample = tmp / "sample"
+  done = subprocess.run([pathlib.Path(sys.executable).parent / "oi-make-sample", f"--out_dir={sample}",
+                         "--num_images=8", "--splits=2,2,4"], capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  classes = labels.LabelMap.from_csv(sample / "class-descriptions-boxable.csv")
+  hierarchy = sample / "bbox_labels_600_hierarchy.json"
+  config = faster_rcnn_config.tiny(num_classes=len(classes) + 1)
   tf_keras.utils.set_random_seed(3)
   model = model_lib.build_faster_rcnn(config)
   converted = tmp / "converted"
   prefix = tf.train.Checkpoint(model=model).save(str(converted / "ckpt"))
-  CLASSES.to_csv(converted / "class_list.csv")
+  classes.to_csv(converted / "class_list.csv")
   (converted / "config.yaml").write_text(yaml.safe_dump(
       {"task": {"model": config.as_dict(), "init_checkpoint": prefix,
                 "class_list": str(converted / "class_list.csv")}}))
-  hierarchy = tmp / "hierarchy.json"
-  hierarchy.write_text(json.dumps(HIERARCHY))
   export_dir = tmp / "saved_model"
   done = subprocess.run(
       [pathlib.Path(sys.executable).parent / "oi-export", "--model=detector",
@@ -61,10 +61,10 @@ def exported(tmp_path_factory):
   assert done.returncode == 0, done.stderr[-3000:]
   with open(out + ".json", encoding="utf-8") as f:
     signatures = json.load(f)
-  return model, export_dir, dict(np.load(out)), signatures, paths, hierarchy
+  return model, export_dir, dict(np.load(out)), signatures, paths, hierarchy, classes, sample
 
 
-def _reference(model, path, hierarchy_path):
+def _reference(model, path, hierarchy_path, classes):
   """(boxes ymin/xmin/ymax/xmax normalised, scores, class index) after the expansion, by score."""
   image = tf.io.decode_image(open(path, "rb").read(), channels=3)
   inputs, info = model.preprocess(image)
@@ -72,16 +72,16 @@ def _reference(model, path, hierarchy_path):
   n = int(out["num_detections"][0])
   boxes = out["detection_boxes"][0, :n].numpy() / np.tile(info[1].numpy(), 2)
   scores = out["detection_scores"][0, :n].numpy()
-  classes = out["detection_classes"][0, :n].numpy() - 1
-  expander = labels.Expander(labels.Hierarchy.from_json(hierarchy_path), CLASSES)
-  rows, expanded = expander.boxes(classes)
+  detected = out["detection_classes"][0, :n].numpy() - 1
+  expander = labels.Expander(labels.Hierarchy.from_json(hierarchy_path), classes)
+  rows, expanded = expander.boxes(detected)
   order = np.argsort(-scores[rows], kind="stable")
   return boxes[rows][order], scores[rows][order], expanded[order], n
 
 
 def test_every_signature_equals_the_in_process_model(exported):
-  model, _, results, _, paths, hierarchy = exported
-  references = [_reference(model, p, hierarchy) for p in paths]
+  model, _, results, _, paths, hierarchy, classes, _ = exported
+  references = [_reference(model, p, hierarchy, classes) for p in paths]
   assert all(r[3] > 0 for r in references), "the random model should detect something"
   for signature in ("serving_default", "image_bytes", "image_tensor", "tf_example"):
     for i, (boxes, scores, classes, _) in enumerate(references):
@@ -96,27 +96,26 @@ def test_every_signature_equals_the_in_process_model(exported):
 
 
 def test_outputs_name_classes_in_both_box_orders(exported):
-  _, _, results, _, _, _ = exported
+  _, _, results, _, _, _, classes, _ = exported
   index = results["image_bytes/detection_class_index"]
   valid = index >= 0
   np.testing.assert_array_equal(results["image_bytes/detection_classes"][valid], index[valid] + 1)
   np.testing.assert_array_equal(results["image_bytes/detection_mids"][valid],
-                                np.asarray(CLASSES.mids)[index[valid]])
+                                np.asarray(classes.mids)[index[valid]])
   np.testing.assert_array_equal(results["image_bytes/detection_names"][valid],
-                                np.asarray(CLASSES.names)[index[valid]])
+                                np.asarray(classes.names)[index[valid]])
   assert (results["image_bytes/detection_mids"][~valid] == "").all()
   tf_order = results["image_bytes/detection_boxes"]
   np.testing.assert_array_equal(results["image_bytes/detection_boxes_open_images"],
                                 tf_order[..., [1, 3, 0, 2]])
   assert tf_order.min() >= 0 and tf_order.max() <= 1
-  # Expansion: every Bus detection is followed by a Car copy (its parent) with the same box and score.
-  bus = index == 1
-  assert bus.any() and (index == 0).sum() >= bus.sum()
 
 
 def test_signatures_as_tf_serving_sees_them(exported):
-  _, export_dir, _, signatures, _, _ = exported
-  n = 100 * 2  # max_num_detections times the longest ancestor chain (Bus, Car)
+  _, export_dir, _, signatures, _, hierarchy, classes, _ = exported
+  table = labels.Hierarchy.from_json(hierarchy).ancestor_table(classes)
+  n = 100 * int(np.diff(table.indptr).max())  # max_num_detections times the longest class + ancestors
+  assert n > 100
   outputs = signatures["serving_default"]["outputs"]
   assert signatures["serving_default"]["inputs"] == {"image_bytes": {"dtype": "string", "shape": [None]}}
   assert outputs["detection_boxes"] == {"dtype": "float32", "shape": [None, n, 4]}
@@ -124,5 +123,76 @@ def test_signatures_as_tf_serving_sees_them(exported):
   assert outputs["detection_classes"] == {"dtype": "float32", "shape": [None, n]}
   assert outputs["num_detections"] == {"dtype": "float32", "shape": [None]}
   assert outputs["detection_mids"] == {"dtype": "string", "shape": [None, n]}
-  assert labels.LabelMap.from_csv(export_dir / "assets" / "class_list.csv") == CLASSES
-  assert json.loads((export_dir / "assets" / "hierarchy.json").read_text()) == HIERARCHY
+  assert labels.LabelMap.from_csv(export_dir / "assets" / "class_list.csv") == classes
+  assert (export_dir / "assets" / "hierarchy.json").read_text() == hierarchy.read_text()
+
+
+@pytest.fixture(scope="module")
+def detected(exported, tmp_path_factory):
+  """oi-detect over good and broken files (a folder, a glob and an image list), every output."""
+  from tests.serving import image_files
+  _, export_dir, *_ = exported
+  tmp = tmp_path_factory.mktemp("detect")
+  files = image_files.write(tmp / "images")
+  (tmp / "list.txt").write_text("images/png.png\nimages/notes.jpg\n")
+  out = tmp / "out"
+  done = subprocess.run(
+      [pathlib.Path(sys.executable).parent / "oi-detect", f"--saved_model={export_dir}",
+       f"--image_list={tmp / 'list.txt'}", "--batch_size=3", f"--output_csv={out}/p.csv",
+       f"--output_kaggle={out}/k.csv", f"--output_jsonl={out}/p.jsonl", f"--draw_dir={out}/drawn",
+       f"--failures_csv={out}/failures.csv", "--draw_min_score=0", str(tmp / "images"),
+       str(tmp / "images" / "*.png"), str(tmp / "missing" / "*.jpg")],
+      capture_output=True, text=True, timeout=900, cwd=tmp)
+  return done, files, out
+
+
+def test_detect_writes_every_format_and_reports_bad_images(detected, exported):
+  import pandas as pd
+  done, files, out = detected
+  _, _, results, _, paths, _, classes, _ = exported
+  assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+  failures = pd.read_csv(out / "failures.csv")
+  reasons = {pathlib.Path(p).name: r for p, r in zip(failures.path, failures.reason)}
+  assert reasons == dict(files["bad"], **{"*.jpg": "not_found"}), failures
+  assert "6 images done, 4 failed" in done.stdout
+  rows = pd.read_csv(out / "p.csv")
+  assert list(rows.columns) == ["ImageID", "LabelName", "Score", "XMin", "XMax", "YMin", "YMax"]
+  assert set(rows.ImageID) == set(files["good"])
+  assert set(rows.LabelName) <= set(classes.mids)
+  # The photo's rows are the SavedModel's own outputs for its bytes (the fresh-process run above).
+  i = [pathlib.Path(p).stem for p in paths].index("0000313e5dccf13b")
+  n = int(results["image_bytes/num_detections"][i])
+  photo = rows[rows.ImageID == "0000313e5dccf13b"]
+  np.testing.assert_allclose(photo[["XMin", "XMax", "YMin", "YMax"]].to_numpy(),
+                             results["image_bytes/detection_boxes_open_images"][i, :n], atol=1e-6)
+  np.testing.assert_array_equal(photo.LabelName, results["image_bytes/detection_mids"][i, :n])
+  # EXIF orientation is ignored, as the builder does: the same pixels, the same detections.
+  plain = rows[rows.ImageID == "plain"].drop(columns="ImageID").to_numpy()
+  np.testing.assert_array_equal(rows[rows.ImageID == "exif_rotated"].drop(columns="ImageID").to_numpy(), plain)
+  kaggle = pd.read_csv(out / "k.csv", keep_default_na=False)
+  assert sorted(kaggle.ImageId) == sorted(files["good"])
+  assert sum(len(s.split()) for s in kaggle.PredictionString) == 6 * len(rows)
+  lines = [json.loads(line) for line in (out / "p.jsonl").read_text().splitlines()]
+  assert sorted(x["ImageID"] for x in lines) == sorted(files["good"])
+  assert sum(len(x["detections"]) for x in lines) == len(rows)
+  assert sorted(p.stem for p in (out / "drawn").iterdir()) == sorted(files["good"])
+
+
+def test_detect_csv_evaluates_with_oi_evaluate(exported, tmp_path):
+  """oi-detect on the sample's test images, then oi-evaluate against their ground truth."""
+  _, export_dir, _, _, _, hierarchy, _, sample = exported
+  csv = tmp_path / "test.csv"
+  done = subprocess.run([pathlib.Path(sys.executable).parent / "oi-detect", f"--saved_model={export_dir}",
+                         f"--output_csv={csv}", str(sample / "test")],
+                        capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+  done = subprocess.run(
+      [pathlib.Path(sys.executable).parent / "oi-evaluate", "--task=detection",
+       f"--boxes={sample / 'test-annotations-bbox.csv'}",
+       f"--image_labels={sample / 'test-annotations-human-imagelabels.csv'}",
+       f"--class_list={sample / 'class-descriptions-boxable.csv'}", f"--hierarchy={hierarchy}",
+       f"--predictions={csv}", f"--output_dir={tmp_path / 'eval'}"],
+      capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert metrics, metrics

@@ -1,0 +1,112 @@
+"""oi-classify: a classifier SavedModel (oi-export) over image files, into the official formats.
+
+  oi-classify --saved_model=exported/classifier --output_csv=labels.csv images/
+
+Writes any of: the classification prediction CSV (ImageID,LabelName,Score: every class scoring at
+least --min_score, what oi-evaluate's classification mAP reads), JSON lines (one object per image
+with its top classes) and pictures with the top classes written on them. Images are read as the
+dataset builder reads them (see `serving.inference`); a bad one is reported with its reason, listed in
+--failures_csv, and skipped. The exit status is 1 if any image failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import flags
+
+from oi_models import app
+
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel folder written by oi-export.")
+_IMAGE_LIST = flags.DEFINE_string("image_list", None, "File of image paths, one per line.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Images per SavedModel call.")
+_MIN_SCORE = flags.DEFINE_float("min_score", 0.01, "Classes below this probability are not written "
+                                "to --output_csv.")
+_OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Classification prediction CSV to write.")
+_OUTPUT_JSONL = flags.DEFINE_string("output_jsonl", None, "JSON lines file (top classes) to write.")
+_DRAW_DIR = flags.DEFINE_string("draw_dir", None, "Folder for pictures with the top classes written.")
+_FAILURES_CSV = flags.DEFINE_string("failures_csv", None, "CSV of the images that failed and why.")
+
+
+def classify(inputs, saved_model: str, *, image_list=None, batch_size=16, min_score=0.01,
+             output_csv=None, output_jsonl=None, draw_dir=None, failures_csv=None) -> int:
+  """Runs the classifier over the images; returns the exit status (module docstring)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from oi_models.evaluation import predictions  # pylint: disable=import-outside-toplevel
+  from oi_models.serving import inference  # pylint: disable=import-outside-toplevel
+  paths, failures = inference.find_images(inputs, image_list)
+  inference.make_parents(output_csv, output_jsonl, failures_csv)
+  _, signature, label_map, _ = inference.load_saved_model(saved_model)
+  ids, labels, scores, done = [], [], [], 0
+  jsonl = open(output_jsonl, "w", encoding="utf-8") if output_jsonl else None  # pylint: disable=consider-using-with
+  if draw_dir:
+    os.makedirs(draw_dir, exist_ok=True)
+  bar = inference.progress(len(paths))
+  try:
+    for batch in inference.read_batches(paths, batch_size, failures):
+      out = {k: v.numpy() for k, v in signature(image_bytes=np.array([b.jpeg for b in batch],
+                                                                     dtype=object)).items()}
+      for i, image in enumerate(batch):
+        probs = out["probs"][i]
+        keep = np.flatnonzero(probs >= min_score)
+        ids += [image.image_id] * len(keep)
+        labels.append(keep)
+        scores.append(probs[keep])
+        top = [(label_map.mids[c], label_map.names[c], float(probs[c]))
+               for c in out["top_k_classes"][i]]
+        if jsonl:
+          jsonl.write(json.dumps({"ImageID": image.image_id, "path": image.path, "top": [
+              {"LabelName": m, "DisplayName": n, "Score": s} for m, n, s in top]}) + "\n")
+        if draw_dir:
+          _draw(image, top, draw_dir)
+        done += 1
+      bar.update(len(batch))
+    bar.update(len(paths) - bar.n)
+  finally:
+    bar.close()
+    if jsonl:
+      jsonl.close()
+  if output_csv:
+    predictions.write_predictions(
+        output_csv, np.asarray(ids, dtype=str),
+        np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        np.concatenate(scores) if scores else np.zeros(0), None, label_map, predictions.CLASSIFICATION)
+  if failures_csv:
+    inference.write_failures(failures_csv, failures)
+  return inference.report("oi-classify", done, failures)
+
+
+def _draw(image, top, draw_dir):
+  import io  # pylint: disable=import-outside-toplevel
+  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=import-outside-toplevel
+  picture = Image.open(io.BytesIO(image.jpeg)).convert("RGB")
+  draw = ImageDraw.Draw(picture)
+  font = ImageFont.load_default()
+  y = 2
+  for _, name, score in top:
+    text = f"{name} {score:.2f}"
+    left, top_, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.rectangle((2, y, 6 + right - left, y + bottom - top_ + 4), fill=(0, 0, 0))
+    draw.text((4 - left, y + 2 - top_), text, fill=(255, 255, 255), font=font)
+    y += bottom - top_ + 6
+  picture.save(os.path.join(draw_dir, f"{image.image_id}.jpg"), quality=90)
+
+
+def main(argv):
+  if not _SAVED_MODEL.value:
+    raise app.UsageError("--saved_model is required")
+  if len(argv) < 2 and not _IMAGE_LIST.value:
+    raise app.UsageError("give image files, folders or globs, or --image_list")
+  return classify(argv[1:], _SAVED_MODEL.value, image_list=_IMAGE_LIST.value,
+                  batch_size=_BATCH_SIZE.value, min_score=_MIN_SCORE.value,
+                  output_csv=_OUTPUT_CSV.value, output_jsonl=_OUTPUT_JSONL.value,
+                  draw_dir=_DRAW_DIR.value, failures_csv=_FAILURES_CSV.value)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,118 @@
+"""oi-detect: a detector SavedModel (oi-export) over image files, into the official formats.
+
+  oi-detect --saved_model=exported/detector --output_csv=predictions.csv images/ more/*.jpg
+  oi-detect --saved_model=exported/detector --image_list=test_images.txt --output_kaggle=sub.csv
+
+Writes any of: the official prediction CSV (ImageID,LabelName,Score,XMin,XMax,YMin,YMax, boxes
+normalised to the image), a Kaggle submission (a row per image, empty when nothing is detected),
+JSON lines (one object per image with its detections), and pictures with the boxes and names drawn.
+Images are read as the dataset builder reads them (see `serving.inference`); a bad one is reported
+with its reason, listed in --failures_csv, and skipped. The exit status is 1 if any image failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import flags
+
+from oi_models import app
+
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel folder written by oi-export.")
+_IMAGE_LIST = flags.DEFINE_string("image_list", None, "File of image paths, one per line.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per SavedModel call.")
+_MIN_SCORE = flags.DEFINE_float("min_score", 0.0, "Detections below this score are not written.")
+_OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Official prediction CSV to write.")
+_OUTPUT_KAGGLE = flags.DEFINE_string("output_kaggle", None, "Kaggle submission CSV to write.")
+_OUTPUT_JSONL = flags.DEFINE_string("output_jsonl", None, "JSON lines file to write.")
+_DRAW_DIR = flags.DEFINE_string("draw_dir", None, "Folder for pictures with the detections drawn.")
+_DRAW_MIN_SCORE = flags.DEFINE_float("draw_min_score", 0.3, "Detections drawn from this score.")
+_FAILURES_CSV = flags.DEFINE_string("failures_csv", None, "CSV of the images that failed and why.")
+
+
+def detect(inputs, saved_model: str, *, image_list=None, batch_size=8, min_score=0.0,
+           output_csv=None, output_kaggle=None, output_jsonl=None, draw_dir=None,
+           draw_min_score=0.3, failures_csv=None) -> int:
+  """Runs the detector over the images; returns the exit status (module docstring)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from oi_models.evaluation import predictions  # pylint: disable=import-outside-toplevel
+  from oi_models.serving import inference  # pylint: disable=import-outside-toplevel
+  paths, failures = inference.find_images(inputs, image_list)
+  inference.make_parents(output_csv, output_kaggle, output_jsonl, failures_csv)
+  _, signature, label_map, _ = inference.load_saved_model(saved_model)
+  rows = {"image_ids": [], "labels": [], "scores": [], "boxes": []}
+  done_ids = []
+  jsonl = open(output_jsonl, "w", encoding="utf-8") if output_jsonl else None  # pylint: disable=consider-using-with
+  if draw_dir:
+    os.makedirs(draw_dir, exist_ok=True)
+  bar = inference.progress(len(paths))
+  try:
+    for batch in inference.read_batches(paths, batch_size, failures):
+      out = {k: v.numpy() for k, v in signature(image_bytes=np.array([b.jpeg for b in batch],
+                                                                     dtype=object)).items()}
+      for i, image in enumerate(batch):
+        keep = (out["detection_class_index"][i] >= 0) & (out["detection_scores"][i] >= min_score)
+        boxes = out["detection_boxes"][i][keep]
+        scores = out["detection_scores"][i][keep]
+        classes = out["detection_class_index"][i][keep]
+        done_ids.append(image.image_id)
+        rows["image_ids"] += [image.image_id] * len(scores)
+        rows["labels"].append(classes)
+        rows["scores"].append(scores)
+        rows["boxes"].append(boxes)
+        if jsonl:
+          jsonl.write(json.dumps({"ImageID": image.image_id, "path": image.path, "detections": [
+              {"LabelName": label_map.mids[c], "DisplayName": label_map.names[c], "Score": float(s),
+               "XMin": float(b[1]), "XMax": float(b[3]), "YMin": float(b[0]), "YMax": float(b[2])}
+              for c, s, b in zip(classes, scores, boxes)]}) + "\n")
+        if draw_dir:
+          _draw(image, boxes, scores, classes, label_map, draw_dir, draw_min_score)
+      bar.update(len(batch))
+    bar.update(len(paths) - bar.n)
+  finally:
+    bar.close()
+    if jsonl:
+      jsonl.close()
+  labels = np.concatenate(rows["labels"]) if rows["labels"] else np.zeros(0, np.int64)
+  scores = np.concatenate(rows["scores"]) if rows["scores"] else np.zeros(0)
+  boxes = np.concatenate(rows["boxes"]) if rows["boxes"] else np.zeros((0, 4))
+  ids = np.asarray(rows["image_ids"], dtype=str)
+  if output_csv:
+    predictions.write_predictions(output_csv, ids, labels, scores, boxes, label_map, predictions.CSV)
+  if output_kaggle:
+    predictions.write_predictions(output_kaggle, ids, labels, scores, boxes, label_map,
+                                  predictions.KAGGLE, all_image_ids=np.asarray(done_ids, dtype=str))
+  if failures_csv:
+    inference.write_failures(failures_csv, failures)
+  return inference.report("oi-detect", len(done_ids), failures)
+
+
+def _draw(image, boxes, scores, classes, label_map, draw_dir, min_score):
+  import io  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from oi_models import visualize  # pylint: disable=import-outside-toplevel
+  shown = scores >= min_score
+  picture = visualize.draw_boxes(Image.open(io.BytesIO(image.jpeg)), boxes[shown], classes[shown],
+                                 names=label_map.names, scores=scores[shown])
+  picture.save(os.path.join(draw_dir, f"{image.image_id}.jpg"), quality=90)
+
+
+def main(argv):
+  if not _SAVED_MODEL.value:
+    raise app.UsageError("--saved_model is required")
+  if len(argv) < 2 and not _IMAGE_LIST.value:
+    raise app.UsageError("give image files, folders or globs, or --image_list")
+  return detect(argv[1:], _SAVED_MODEL.value, image_list=_IMAGE_LIST.value,
+                batch_size=_BATCH_SIZE.value, min_score=_MIN_SCORE.value, output_csv=_OUTPUT_CSV.value,
+                output_kaggle=_OUTPUT_KAGGLE.value, output_jsonl=_OUTPUT_JSONL.value,
+                draw_dir=_DRAW_DIR.value, draw_min_score=_DRAW_MIN_SCORE.value,
+                failures_csv=_FAILURES_CSV.value)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

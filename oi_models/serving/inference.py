@@ -1,0 +1,129 @@
+"""What oi-detect and oi-classify share: finding images, reading them as the builder does, batching a
+SavedModel over them, and reporting the images that could not be used.
+
+Inputs are files, folders (their image files, not recursive), globs, and image-list files (one path
+per line, relative to the list's folder). Each image is read and checked as the dataset builder does
+(`datasets.builder_images.process_image`): grayscale, CMYK, 16-bit and PNG become RGB JPEG, EXIF
+orientation is ignored (Open Images boxes are relative to the stored pixels), and a corrupt, truncated
+or unreadable file or one that is not an image is skipped with its reason; the rest go on. The ImageID
+is the file's name without its extension.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import os
+import pathlib
+from typing import Iterable, Iterator, Sequence
+
+from oi_models.datasets import builder_images
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+FAILURE_COLUMNS = ("path", "reason", "message")
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+  path: str
+  image_id: str
+  jpeg: bytes
+  width: int
+  height: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+  path: str
+  reason: str
+  message: str
+
+
+def find_images(inputs: Sequence[str], image_list: str | None = None) -> tuple[list[str], list[Failure]]:
+  """Paths of the images named by `inputs` (files, folders, globs) and `image_list`, in order, once
+  each; an input that names nothing is a Failure (`not_found`)."""
+  paths, failures = [], []
+  specs = list(inputs)
+  if image_list:
+    base = os.path.dirname(os.path.abspath(image_list))
+    with open(image_list, encoding="utf-8") as f:
+      specs += [os.path.join(base, line.strip()) for line in f if line.strip()]
+  for spec in specs:
+    if os.path.isdir(spec):
+      found = sorted(str(p) for p in pathlib.Path(spec).iterdir()
+                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    elif os.path.exists(spec):
+      found = [spec]
+    else:
+      found = sorted(glob.glob(spec))
+    if not found:
+      failures.append(Failure(spec, "not_found", f"{spec}: no such file, folder or glob match"))
+    paths += found
+  return list(dict.fromkeys(paths)), failures
+
+
+def read_image(path: str) -> Image:
+  """The image as the builder would store it (upright RGB JPEG); BadImageError with its reason."""
+  try:
+    data = pathlib.Path(path).read_bytes()
+  except OSError as e:
+    raise builder_images.BadImageError("unreadable_file", f"{path}: {e.strerror or e}") from None
+  processed = builder_images.process_image(data, name=path)
+  stem = pathlib.Path(path).name.rsplit(".", 1)[0]
+  return Image(path, stem, processed.jpeg, processed.width, processed.height)
+
+
+def read_batches(paths: Iterable[str], batch_size: int,
+                 failures: list[Failure]) -> Iterator[list[Image]]:
+  """Batches of readable images; each unreadable one is appended to `failures` and skipped."""
+  batch = []
+  for path in paths:
+    try:
+      batch.append(read_image(path))
+    except builder_images.BadImageError as e:
+      failures.append(Failure(path, e.reason, str(e)))
+      continue
+    if len(batch) == batch_size:
+      yield batch
+      batch = []
+  if batch:
+    yield batch
+
+
+def make_parents(*paths) -> None:
+  """Creates the folders the output files go to."""
+  for path in paths:
+    if path and os.path.dirname(path):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+
+
+def write_failures(path: str, failures: Sequence[Failure]) -> None:
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(FAILURE_COLUMNS)
+    writer.writerows(dataclasses.astuple(x) for x in failures)
+
+
+def progress(total: int, unit: str = "image"):
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, unit=unit, dynamic_ncols=True)
+
+
+def load_saved_model(export_dir: str):
+  """(loaded object, its image_bytes signature, class list, hierarchy) of an oi-export SavedModel.
+
+  Keep the loaded object while the signature is used: it owns the variables."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from oi_models.serving import export_base  # pylint: disable=import-outside-toplevel
+  label_map, hierarchy = export_base.read_assets(export_dir)
+  loaded = tf.saved_model.load(export_dir)
+  return loaded, loaded.signatures["image_bytes"], label_map, hierarchy
+
+
+def report(command: str, done: int, failures: Sequence[Failure]) -> int:
+  """Prints the outcome; the exit status: 0 when every image was used, else 1."""
+  print(f"{command}: {done} images done, {len(failures)} failed")
+  for failure in failures[:20]:
+    print(f"  {failure.reason}: {failure.message}")
+  return 1 if failures else 0
