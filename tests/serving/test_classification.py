@@ -129,3 +129,35 @@ def test_assets_hold_the_classes_and_config(exported):
   assert labels.LabelMap.from_csv(export_dir / "assets" / "class_list.csv") == CLASSES
   config = (export_dir / "assets" / "params.yaml").read_text()
   assert "preprocessing: vgg" in config and "center_crop_fraction: 0.875" in config
+
+
+def test_classify_writes_every_format_and_reports_bad_images(exported, served, tmp_path):
+  import pandas as pd
+  from tests.serving import image_files
+  _, export_dir, _ = exported
+  results, _, paths = served
+  files = image_files.write(tmp_path / "images")
+  out = tmp_path / "out"
+  done = subprocess.run(
+      [pathlib.Path(sys.executable).parent / "oi-classify", f"--saved_model={export_dir}",
+       "--batch_size=4", "--min_score=0", f"--output_csv={out}/labels.csv",
+       f"--output_jsonl={out}/top.jsonl", f"--draw_dir={out}/drawn", f"--failures_csv={out}/failures.csv",
+       str(tmp_path / "images")], capture_output=True, text=True, timeout=600)
+  assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+  failures = pd.read_csv(out / "failures.csv")
+  assert dict(zip(failures.path.map(lambda p: pathlib.Path(p).name), failures.reason)) == files["bad"]
+  rows = pd.read_csv(out / "labels.csv")
+  assert list(rows.columns) == ["ImageID", "LabelName", "Score"]
+  assert sorted(set(rows.ImageID)) == sorted(files["good"])
+  assert len(rows) == len(files["good"]) * len(CLASSES)  # --min_score=0: every class
+  photo = rows[rows.ImageID == image_files.PHOTO].set_index("LabelName").Score
+  i = [pathlib.Path(p).stem for p in paths].index(image_files.PHOTO)
+  np.testing.assert_allclose(photo[list(CLASSES.mids)].to_numpy(), results["image_bytes/probs"][i],
+                             atol=1e-6)
+  plain = rows[rows.ImageID == "plain"].Score.to_numpy()
+  # EXIF orientation ignored, as the builder does (the same pixels; other batch companions: 1e-6).
+  np.testing.assert_allclose(rows[rows.ImageID == "exif_rotated"].Score.to_numpy(), plain, atol=1e-6)
+  lines = [json.loads(line) for line in (out / "top.jsonl").read_text().splitlines()]
+  assert all(len(x["top"]) == 2 and x["top"][0]["Score"] >= x["top"][1]["Score"] for x in lines)
+  assert {t["DisplayName"] for x in lines for t in x["top"]} <= set(CLASSES.names)
+  assert sorted(p.stem for p in (out / "drawn").iterdir()) == sorted(files["good"])
