@@ -1,0 +1,123 @@
+"""The detector task in this process: anchors matched in the task, it trains on the sample, it reports.
+
+One tiny Inception-ResNet-v2 Faster R-CNN is trained once for the module (`trained`) on a 200-image
+sample (160 train, 20 validation) and shared.
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from official.core import exp_factory
+from official.core import task_factory
+
+from oi_models.tasks import registry_imports  # pylint: disable=unused-import
+from oi_models.tasks import trainer
+from tests.tasks import sample_data
+
+TINY = "oi_detector_irv2_tiny"
+MAP_KEY = "OpenImagesDetectionChallenge_Precision/mAP@0.5IOU"
+# ~2.5-4 s each on 2 loaded cores (batch 2, 192 px, 16 ROIs).
+TRAIN_STEPS = 30
+
+
+def tiny_params(data_dir, **override):
+  params = exp_factory.get_exp_config(TINY)
+  params.override(sample_data.data_override(data_dir), is_strict=True)
+  params.override({"runtime": {"distribution_strategy": "one_device"}}, is_strict=True)
+  if override:
+    params.override(override, is_strict=True)
+  return params
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+  root = tmp_path_factory.mktemp("detector_sample")
+  return root, sample_data.build(root, num_images=200)
+
+
+@pytest.fixture(scope="module")
+def trained(sample, tmp_path_factory):
+  """The tiny experiment trained TRAIN_STEPS steps and evaluated: (params, model_dir)."""
+  _, data_dir = sample
+  model_dir = str(tmp_path_factory.mktemp("tiny_detector_run"))
+  params = tiny_params(data_dir, trainer={
+      "train_steps": TRAIN_STEPS, "steps_per_loop": 20, "summary_interval": 20, "validation_interval": TRAIN_STEPS,
+      "checkpoint_interval": TRAIN_STEPS,
+      "optimizer_config": {"learning_rate": {"cosine": {"decay_steps": TRAIN_STEPS}},
+                           "warmup": {"linear": {"warmup_steps": 5}}}})
+  trainer.run_experiment(params, model_dir, "train_and_eval")
+  return params, model_dir
+
+
+def test_evaluation_covers_the_validation_split_and_reports_consistently(trained):
+  """metrics.json: the challenge protocol over every boxable class, mAP = mean of the per-class APs.
+
+  No mAP floor is asserted here: the issue's target (challenge mAP@0.5 >= 0.5 on the sample within a
+  few CPU minutes) is not reached. Measured on this 2-core machine under load: untrained 0.006,
+  after 60 steps (266 s) 0.0007; the loss falls (test_training_loss_went_down) but 60 steps of a
+  randomly initialised Inception-ResNet-v2 detector do not yet rank boxes. See the report of issue 10
+  for the longer runs.
+  """
+  params, model_dir = trained
+  with open(f"{model_dir}/metrics.json") as f:
+    metrics = json.load(f)
+  mode = metrics["mode"]
+  assert mode["global_step"] == TRAIN_STEPS and mode["split"] == "validation"
+  assert mode["protocol"] == "challenge" and mode["expand_ground_truth"]
+  assert mode["image_level_labels"]
+  aps = [r["AP"] for r in metrics["per_class"] if r["AP"] is not None]
+  assert len(aps) == mode["num_classes_evaluated"] == 10
+  assert metrics["metrics"][MAP_KEY] == pytest.approx(np.mean(aps), abs=1e-9)
+  assert metrics["mean_ap"] == pytest.approx(np.mean(aps), abs=1e-9)
+  assert sum(r["TP"] + r["FP"] for r in metrics["per_class"]) > 0  # detections were scored
+
+
+def test_per_class_table_names_every_boxable_class(trained):
+  _, model_dir = trained
+  with open(f"{model_dir}/per_class.csv", newline="") as f:
+    table = list(csv.DictReader(f))
+  names = {r["MID"]: r["DisplayName"] for r in table}
+  assert len(table) == 10 and names["/m/0smp03"] == "Triangle"
+  # Parents (Round shape, Polygon, Sign) have boxes only through hierarchy expansion.
+  parents = [r for r in table if r["DisplayName"] in ("Round shape", "Polygon", "Sign")]
+  assert parents and all(int(r["NumGroundTruth"]) > 0 for r in parents)
+
+
+def test_anchor_targets_use_the_model_generator_and_skip_the_padding(trained):
+  params, _ = trained
+  task = task_factory.get_task(params.task)
+  images, labels = next(iter(task.build_inputs(params.task.train_data)))
+  anchors = task.anchor_boxes(images)
+  model = task.build_model()
+  expected = model.anchor_generator(images.shape[1:3])
+  for level, boxes in anchors.items():
+    np.testing.assert_array_equal(boxes[0].numpy(), expected[level].numpy())
+  scores, _ = task.rpn_targets(anchors, labels["gt_boxes"], labels["gt_classes"],
+                               labels["image_info"][:, 1, :])
+  sizes = labels["image_info"][:, 1, :].numpy()
+  for level, targets in scores.items():
+    targets = targets.numpy()
+    ymin = anchors[level].numpy()[..., 0::4]
+    xmin = anchors[level].numpy()[..., 1::4]
+    for b in range(targets.shape[0]):
+      outside = (ymin[b] >= sizes[b, 0]) | (xmin[b] >= sizes[b, 1])
+      assert (targets[b][outside] == -1).all()
+      sampled = targets[b] >= 0
+      assert 0 < sampled.sum() <= params.task.train_data.parser.rpn_batch_size_per_im
+      if (labels["gt_classes"][b].numpy() > 0).any():  # each box is matched to its best anchor
+        assert (targets[b] == 1).sum() >= 1
+
+
+def test_training_loss_went_down(trained):
+  _, model_dir = trained
+  losses = []
+  for path in tf.io.gfile.glob(f"{model_dir}/train/events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "training_loss":
+          losses.append((event.step, float(tf.make_ndarray(value.tensor))))
+  losses.sort()
+  assert len(losses) >= 2 and losses[-1][1] < losses[0][1], losses
