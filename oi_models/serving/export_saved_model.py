@@ -72,7 +72,6 @@ def load_params(experiment, config_files, params_override, model: str = "auto"):
         experiment=experiment, config_file=config_files or [], params_override=params_override),
         print_return=False)
   elif model == "detector":
-    from official.core import config_definitions  # pylint: disable=import-outside-toplevel
     from official.modeling import hyperparams  # pylint: disable=import-outside-toplevel
     from oi_models.configs import faster_rcnn  # pylint: disable=import-outside-toplevel
     task = _read_yaml(config_files).get("task", {})
@@ -84,7 +83,6 @@ def load_params(experiment, config_files, params_override, model: str = "auto"):
     params.task.model = config
     if params_override:
       params = hyperparams.override_params_dict(params, params_override, is_strict=False)
-    del config_definitions
   else:
     raise ExportError("give --experiment (or --model=detector with the converter's config.yaml)")
   from oi_models.configs import faster_rcnn  # pylint: disable=import-outside-toplevel

@@ -1,6 +1,5 @@
 """Image files for the inference scripts' tests: real photos in the forms users have, and broken ones."""
 
-import io
 import pathlib
 import shutil
 
