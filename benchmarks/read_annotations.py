@@ -14,7 +14,7 @@ in --work_dir, then times, each in its own subprocess so that peak RSS belongs t
 Figures are medians over --repeats: wall seconds, rows/s, CPU seconds (user + system, all threads),
 peak RSS (the child's ru_maxrss from wait4), and ratios to pandas measured in the same run, runs of
 the two readers interleaved. The machine's load average is printed before and after: pyarrow parses
-with threads and overlaps parsing with the Python work, so on a machine whose cores are busy with
+each segment with threads, so on a machine whose cores are busy with
 other work the wall-time ratio falls towards the CPU-time ratio. Targets on the full-size file:
 oi_models wall speed >= 1.8x pandas, peak RSS <= 1/4 of pandas'.
 

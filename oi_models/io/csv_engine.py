@@ -29,7 +29,6 @@ message is only written for the few examples kept.
 
 from __future__ import annotations
 
-from concurrent import futures
 import csv
 import dataclasses
 import logging
@@ -508,24 +507,17 @@ class _Stream:
   def __iter__(self) -> Iterator[Chunk]:
     yielded = False
     record = 2  # Of the segment's first row.
-    # The next segment is read, guarded and parsed (pyarrow, without the GIL) while this one is
-    # checked and consumed in Python: on two cores the two overlap.
-    with open(self.path, "rb") as f, futures.ThreadPoolExecutor(1) as prefetch:
+    # Segments are prepared in the consumer's thread. A prefetch thread (the next segment parsed
+    # while this one is checked) once crashed a CLI at interpreter exit ("terminate called without
+    # an active exception", pyarrow work still running in it), so it is not used.
+    with open(self.path, "rb") as f:
       f.readline()  # The header.
-      pending = prefetch.submit(self._prepare, f)
-      try:
-        while True:
-          prepared = pending.result()
-          if prepared is None:
-            break
-          pending = prefetch.submit(self._prepare, f)
-          chunk, records = self._segment(*prepared, record)
-          record += records
-          if len(chunk.table) or not yielded:
-            yielded = True
-            yield chunk
-      finally:
-        pending.cancel()
+      while (prepared := self._prepare(f)) is not None:
+        chunk, records = self._segment(*prepared, record)
+        record += records
+        if len(chunk.table) or not yielded:
+          yielded = True
+          yield chunk
     if not yielded:
       yield self._segment(_Guarded(b"", [], [], False), self._empty_batch(), record)[0]
 
