@@ -507,9 +507,9 @@ class _Stream:
   def __iter__(self) -> Iterator[Chunk]:
     yielded = False
     record = 2  # Of the segment's first row.
-    # Segments are prepared in the consumer's thread. A prefetch thread (the next segment parsed
-    # while this one is checked) once crashed a CLI at interpreter exit ("terminate called without
-    # an active exception", pyarrow work still running in it), so it is not used.
+    # Segments are prepared in the consumer's thread. With a prefetch thread (the next segment parsed
+    # while this one is checked) a CLI once aborted at interpreter exit under load ("terminate called
+    # without an active exception"); the thread is the suspect, so it is not used.
     with open(self.path, "rb") as f:
       f.readline()  # The header.
       while (prepared := self._prepare(f)) is not None:
