@@ -28,3 +28,14 @@ def data_flag(data_dir: str) -> str:
   """The same as an --params_override flag value."""
   return (f"task.train_data.tfds_data_dir={data_dir},"
           f"task.validation_data.tfds_data_dir={data_dir}")
+
+
+def experiment_params(experiment: str, data_dir: str, **override):
+  """A registered experiment on one device, reading the sample at `data_dir`, with strict overrides."""
+  from official.core import exp_factory  # pylint: disable=import-outside-toplevel
+  params = exp_factory.get_exp_config(experiment)
+  params.override(data_override(data_dir), is_strict=True)
+  params.override({"runtime": {"distribution_strategy": "one_device"}}, is_strict=True)
+  if override:
+    params.override(override, is_strict=True)
+  return params

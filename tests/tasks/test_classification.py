@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from official.core import exp_factory
 from official.core import task_factory
 from official.core import train_utils
 
@@ -33,12 +32,7 @@ TINY = "oi_classifier_tiny"
 
 
 def tiny_params(data_dir, **override):
-  params = exp_factory.get_exp_config(TINY)
-  params.override(sample_data.data_override(data_dir), is_strict=True)
-  params.override({"runtime": {"distribution_strategy": "one_device"}}, is_strict=True)
-  if override:
-    params.override(override, is_strict=True)
-  return params
+  return sample_data.experiment_params(TINY, data_dir, **override)
 
 
 @pytest.fixture(scope="module")

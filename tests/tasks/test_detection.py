@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-from official.core import exp_factory
 from official.core import task_factory
 
 from oi_models.tasks import registry_imports  # pylint: disable=unused-import
@@ -23,12 +22,7 @@ TRAIN_STEPS = 30
 
 
 def tiny_params(data_dir, **override):
-  params = exp_factory.get_exp_config(TINY)
-  params.override(sample_data.data_override(data_dir), is_strict=True)
-  params.override({"runtime": {"distribution_strategy": "one_device"}}, is_strict=True)
-  if override:
-    params.override(override, is_strict=True)
-  return params
+  return sample_data.experiment_params(TINY, data_dir, **override)
 
 
 @pytest.fixture(scope="module")
