@@ -39,6 +39,10 @@ EXTRAS_REQUIRE = {
         "pandas>=2,<4",
         "dill>=0.3.8,<1",  # tfds.testing imports it; TFDS does not install it
         BEAM,  # The Beam build is tested against the plain one.
+        # notebooks/*.ipynb executed top to bottom by tests/notebooks (kernel: this interpreter).
+        "nbclient>=0.10,<1",
+        "nbformat>=5.9,<6",
+        "ipykernel>=6.29,<8",
     ],
     "beam": [BEAM],  # Full-scale TFDS builds on Dataflow, Spark or Flink.
     "plots": ["matplotlib>=3.7,<4"],
