@@ -49,7 +49,7 @@ def run_notebook(jupyter_dirs, tmp_path, monkeypatch):
   """run_notebook(notebook, **env) -> (executed notebook, seconds)."""
   monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(jupyter_dirs / "runtime"))  # connection files
 
-  def run(nb, **env):
+  def run(nb, keep_as=None, **env):
     specs = kernelspec.KernelSpecManager(kernel_dirs=[str(jupyter_dirs / "kernels")],
                                          ensure_native_kernel=False)
     km = manager.KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
@@ -58,7 +58,11 @@ def run_notebook(jupyter_dirs, tmp_path, monkeypatch):
     kernel_env = dict(os.environ, IPYTHONDIR=str(jupyter_dirs / "ipython"),
                       MPLCONFIGDIR=str(jupyter_dirs / "matplotlib"), **env)
     start = time.perf_counter()
-    client.execute(env=kernel_env)
+    try:
+      client.execute(env=kernel_env)
+    finally:  # The executed copy (outputs, pictures, cell timings) to look at, never the repository's.
+      if keep_as:
+        nbformat.write(nb, keep_as)
     return nb, time.perf_counter() - start
 
   return run
@@ -88,7 +92,7 @@ def test_a_failing_cell_fails_the_run(run_notebook):
 
 
 def test_the_expected_notebooks_exist():
-  assert set(NOTEBOOKS) >= {"explore_dataset.ipynb", "evaluate_predictions.ipynb"}
+  assert set(NOTEBOOKS) >= {"explore_dataset.ipynb", "evaluate_predictions.ipynb", "quickstart.ipynb"}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -104,16 +108,17 @@ def test_stored_without_outputs(name):
 def notebook_env(tmp_path_factory):
   """Environment of the notebooks' parameter cells: outputs in a temporary folder, few steps."""
   out = tmp_path_factory.mktemp("notebook_out")
-  return {"OI_NOTEBOOK_OUT": str(out), "OI_CLASSIFIER_STEPS": "40", "OI_DETECTOR_STEPS": "2"}
+  shared = pathlib.Path(os.environ.get("OI_SHARED", REPO_ROOT.parent / "shared" / "openimages"))
+  return {"OI_NOTEBOOK_OUT": str(out), "OI_SHARED": str(shared.resolve()),  # the kernel's cwd differs
+          "OI_CLASSIFIER_STEPS": "20", "OI_DETECTOR_STEPS": "1"}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_top_to_bottom(run_notebook, notebook_env, name):
   nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-  executed, seconds = run_notebook(nb, **notebook_env)
+  executed, seconds = run_notebook(
+      nb, keep_as=pathlib.Path(notebook_env["OI_NOTEBOOK_OUT"]) / f"executed_{name}", **notebook_env)
   print(f"{name}: {seconds:.1f} s")
-  # The executed copy, with outputs and pictures, for a look after a run (never into the repository).
-  nbformat.write(executed, pathlib.Path(notebook_env["OI_NOTEBOOK_OUT"]) / f"executed_{name}")
   errors = [out for cell in executed.cells if cell.cell_type == "code"
             for out in cell.outputs if out.output_type == "error"]
   assert not errors
