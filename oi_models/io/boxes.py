@@ -23,8 +23,8 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from oi_models.io import arrow_arrays
 from oi_models.io import csv_engine
 from oi_models.io import tables
 from oi_models.io.report import ReadReport
@@ -114,7 +114,7 @@ def _flag_value(text: str) -> int:
 def _flags(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
   """(int8 flags, -1 for empty; mask of values not in {-1, 0, 1})."""
   if column.type == pa.int8():
-    values = (pc.fill_null(column, -1) if column.null_count else column).to_numpy()
+    values = arrow_arrays.values(column, -1)
     bad = (values < -1) | (values > 1)
     if bad.any():
       values = values.copy()
@@ -162,7 +162,7 @@ def _build(batch: dict, checks: csv_engine.Checks, context: dict) -> BoxTable:
 
 FORMAT = csv_engine.Format(
     "boxes", ("ImageID", "LabelName") + CORNER_COLUMNS, ("Source", "Confidence") + FLAG_COLUMNS,
-    CLICK_COLUMNS, frozenset(("ImageID", "Source", "LabelName") + FLAG_COLUMNS), _build,
+    CLICK_COLUMNS, frozenset(("Source", "LabelName") + FLAG_COLUMNS), _build,
     # Box corners are parsed as float64 (then cast to the coordinate dtype asked for), so an
     # evaluation sees the values the official evaluator's pandas reads.
     numeric=dict([(name, pa.float32()) for name in ("Confidence",) + CLICK_COLUMNS] +

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from oi_models.io import arrow_arrays
 from oi_models.io import image_ids
 from oi_models.io.errors import AnnotationError
 from oi_models.io.report import ReadReport
@@ -143,18 +144,12 @@ def describe(column: pa.Array, message: str) -> Callable[[int], str]:
   return lambda row: f"{raw(column, row)!r} {message}"
 
 
-def null_mask(column: pa.Array) -> np.ndarray:
-  if column.null_count == 0:
-    return np.zeros(len(column), bool)
-  return column.is_null().to_numpy(zero_copy_only=False)
+null_mask = arrow_arrays.null_mask
 
 
 def indices(column: pa.Array) -> np.ndarray:
   """A dictionary column's indices, -1 where empty."""
-  values = column.indices
-  if values.null_count:
-    values = pc.fill_null(values, -1)
-  return values.to_numpy(zero_copy_only=False)
+  return arrow_arrays.values(column.indices, -1)
 
 
 def floats(column: pa.Array, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -180,10 +175,8 @@ def floats(column: pa.Array, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, 
       ok = pc.fill_null(pc.match_substring_regex(column, _NUMBER_RE), False)
       values = pc.cast(pc.utf8_trim_whitespace(pc.if_else(ok, column, pa.scalar(None, STRING))),
                        target)
-      bad = ~ok.to_numpy(zero_copy_only=False) & ~empty
-  if values.null_count:
-    values = pc.fill_null(values, np.nan)
-  values = values.to_numpy(zero_copy_only=False)
+      bad = ~arrow_arrays.values(ok) & ~empty
+  values = arrow_arrays.values(values, np.nan)
   finite = np.isfinite(values)
   if not finite.all():
     values = values.copy()
@@ -202,8 +195,8 @@ def integers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
   except pa.ArrowInvalid:
     ok = pc.fill_null(pc.match_substring_regex(column, _INTEGER_RE), False)
     values = pc.cast(pc.if_else(ok, column, pa.scalar(None, STRING)), pa.int64())
-    bad = ~ok.to_numpy(zero_copy_only=False) & ~null_mask(column)
-  return pc.fill_null(values, -1).to_numpy(zero_copy_only=False).astype(np.int64), bad
+    bad = ~arrow_arrays.values(ok) & ~null_mask(column)
+  return arrow_arrays.values(values, -1).astype(np.int64), bad
 
 
 def dictionary_codes(column: pa.Array, lookup: Callable[[str], int]) -> np.ndarray:
@@ -502,6 +495,7 @@ class _Stream:
     self.header = read_header(path)
     self.names = columns(path, fmt, wanted)  # as written -> canonical
     self.chunk_bytes = max(int(chunk_bytes), 1)
+    self._tail = b""  # Read past the last segment's last newline: the next segment's start.
     self.lines = _LineMap()
 
   def __iter__(self) -> Iterator[Chunk]:
@@ -523,16 +517,48 @@ class _Stream:
 
   def _prepare(self, f) -> tuple[_Guarded, pa.RecordBatch | None] | None:
     """The next segment, guarded, and its fast parse (None when it needs the exact one)."""
-    data = f.read(self.chunk_bytes)
+    data = self._read(f)
     if not data:
       return None
-    if not data.endswith(b"\n"):
-      data += f.readline()
-    guarded = _guard(data, len(self.header), self.fmt.multiline, f.readline)
+    guarded = _guard(data, len(self.header), self.fmt.multiline, lambda: self._readline(f))
     try:
       return guarded, self._parse(guarded, True, [])
     except pa.ArrowInvalid:
       return guarded, None
+
+  def _read(self, f) -> bytearray:
+    """About `chunk_bytes` of whole lines (the file's last line may lack its end); empty at the end.
+
+    The file is read straight into the segment's buffer; the part line after its last newline is
+    kept for the next segment (no second copy of the segment to complete its last line).
+    """
+    tail = self._tail
+    data = bytearray(max(self.chunk_bytes, len(tail) + 1))
+    data[:len(tail)] = tail
+    size = len(tail) + f.readinto(memoryview(data)[len(tail):])
+    if size < len(data):  # The file's end.
+      del data[size:]
+      self._tail = b""
+      return data
+    end = data.rfind(b"\n") + 1
+    if not end:  # One line longer than a segment.
+      data += f.readline()
+      end = len(data)
+    self._tail = bytes(data[end:])
+    del data[end:]
+    return data
+
+  def _readline(self, f) -> bytes:
+    """The line after the segment read last (a multi-line record may need it); b"" at the end."""
+    tail = self._tail
+    if not tail:
+      return f.readline()
+    end = tail.find(b"\n") + 1
+    if not end:
+      self._tail = b""
+      return tail + f.readline()
+    self._tail = tail[end:]
+    return tail[:end]
 
   def _types(self, typed: bool) -> dict:
     types = {}

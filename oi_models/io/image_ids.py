@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from oi_models.io import arrow_arrays
 
 _HEX_VALUES = np.full(256, 255, np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
@@ -16,14 +17,20 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 for _i, _c in enumerate(b"ABCDEF"):
   _HEX_VALUES[_c] = 10 + _i
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+# Two ASCII characters (as a little-endian uint16) -> the byte their hex digits spell; 0x100 when
+# either is not a hex digit. One gather per two characters decodes a column of ImageIDs.
+_HEX_PAIRS = np.full(1 << 16, 0x100, np.uint16)
+_DIGITS = np.flatnonzero(_HEX_VALUES != 255)
+_HEX_PAIRS[_DIGITS[:, None] | (_DIGITS[None, :] << 8)] = (
+    (_HEX_VALUES[_DIGITS][:, None].astype(np.uint16) << 4) | _HEX_VALUES[_DIGITS][None, :])
 
 
 def _keys_from_fixed(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """[n, 16] uint8 ASCII -> (uint64 keys, bad mask) for rows that are not 16 hex digits."""
-  nibbles = _HEX_VALUES[chars]
-  bad = (nibbles == 255).any(axis=1)
-  packed = (nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15)
-  keys = np.ascontiguousarray(packed).view(">u8").ravel().astype(np.uint64)
+  pairs = _HEX_PAIRS[np.ascontiguousarray(chars).view("<u2")]  # [n, 8] bytes, 0x100 if not hex
+  wide = pairs.view("<u8")  # [n, 2]: a bad pair sets a bit of a high byte
+  bad = ((wide[:, 0] | wide[:, 1]) & np.uint64(0xFF00FF00FF00FF00)) != 0
+  keys = pairs.astype(np.uint8).view(">u8").ravel().astype(np.uint64)
   return keys, bad
 
 
@@ -65,28 +72,23 @@ def key_to_image_id(keys) -> np.ndarray:
 
 
 def column_keys(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-  """(uint64 keys, bad mask) of an ImageID string column, decoded from its fixed-width bytes.
+  """(uint64 keys, bad mask) of an ImageID string column, decoded from its bytes in place.
 
   A dictionary column (few distinct images, as in predictions) is decoded through its dictionary.
   Empty (null) values are bad.
   """
   if pa.types.is_dictionary(column.type):
     keys, bad = column_keys(column.dictionary)
-    indices = column.indices
-    if indices.null_count:
-      indices = pc.fill_null(indices, -1)
-    indices = indices.to_numpy(zero_copy_only=False)
+    indices = arrow_arrays.values(column.indices, -1)
     return np.append(keys, np.uint64(0))[indices], np.append(bad, True)[indices]
-  lengths = pc.binary_length(column)
-  if lengths.null_count:
-    lengths = pc.fill_null(lengths, 0)
-  ok_length = lengths.to_numpy(zero_copy_only=False) == 16
-  if not ok_length.all():
-    column = pc.if_else(pa.array(ok_length), column, "-" * 16)
-  if column.offset or column.null_count:
-    column = pa.concat_arrays([column])  # Fresh buffers, no slice offset.
-  n = len(column)
-  offsets = np.frombuffer(column.buffers()[1], np.int32, n + 1)
-  data = np.frombuffer(column.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
-  keys, bad = _keys_from_fixed(data.reshape(n, 16))
-  return keys, bad | ~ok_length
+  offsets, data = arrow_arrays.string_offsets(column)
+  starts = offsets[:-1]
+  ok = (offsets[1:] - starts == 16) & arrow_arrays.valid(column)
+  if ok.all():  # The usual case: the column's bytes are n IDs of 16 characters back to back.
+    chars = data[offsets[0]:offsets[-1]].reshape(len(column), 16)
+  else:
+    chars = np.full((len(column), 16), ord("-"), np.uint8)
+    rows = np.flatnonzero(ok)
+    chars[rows] = data[starts[rows, None] + np.arange(16)]
+  keys, bad = _keys_from_fixed(chars)
+  return keys, bad | ~ok
