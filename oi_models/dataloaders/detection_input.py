@@ -38,9 +38,12 @@ from official.vision.dataloaders import utils
 from official.vision.ops import anchor
 from official.vision.ops import box_ops
 from official.vision.ops import preprocess_ops
+from official.vision.utils.object_detection import faster_rcnn_box_coder
 
 from oi_models.dataloaders import examples
 from oi_models.io import boxes as boxes_lib
+from oi_models.modeling.faster_rcnn import anchors as anchors_lib
+from oi_models.modeling.faster_rcnn import roi_generator
 
 LABEL_OFFSET = 1
 RESIZE_BACKENDS = ("opencv", "tensorflow")
@@ -84,6 +87,34 @@ def _opencv_resize(image: np.ndarray, size: np.ndarray, flip: np.ndarray,
   if flip:
     cv2.flip(resized, 1, dst=resized)
   return canvas
+
+
+class RpnAnchorLabeler(anchor.RpnAnchorLabeler):
+  """Model Garden's RPN labeler (IoU thresholds, balanced sampling) whose box targets are encoded with
+  the proposals' decode weights (the reference's [10, 10, 5, 5]), so the RPN learns what the ROI
+  generator decodes; Model Garden's RPN labeler encodes unscaled."""
+
+  def __init__(self, match_threshold: float = 0.7, unmatched_threshold: float = 0.3,
+               rpn_batch_size_per_im: int = 256, rpn_fg_fraction: float = 0.5,
+               box_coder_weights: Sequence[float] = roi_generator.REFERENCE_WEIGHTS):
+    super().__init__(match_threshold, unmatched_threshold, rpn_batch_size_per_im, rpn_fg_fraction)
+    self.box_coder = faster_rcnn_box_coder.FasterRcnnBoxCoder(scale_factors=list(box_coder_weights))
+
+
+def label_anchors(labeler: RpnAnchorLabeler, anchor_boxes: dict, gt_boxes: tf.Tensor,
+                  gt_classes: tf.Tensor, image_size: tf.Tensor) -> tuple[dict, dict]:
+  """RPN targets of one image: ({level: [h, w, A]} scores, {level: [h, w, 4A]} box targets).
+
+  `gt_boxes` [N, 4] in pixels of the resized image (no padding rows), `image_size` its (height,
+  width) before padding. Anchors wholly in the padding (top-left corner past the image) get score -1,
+  never sampled, as the reference prunes anchors outside the image in training.
+  """
+  scores, boxes = labeler.label_anchors(anchor_boxes, gt_boxes,
+                                        tf.cast(tf.expand_dims(gt_classes, axis=-1), tf.float32))
+  image_size = tf.cast(image_size, tf.float32)
+  outside = {k: (v[..., 0::4] >= image_size[0]) | (v[..., 1::4] >= image_size[1])
+             for k, v in anchor_boxes.items()}
+  return {k: tf.where(outside[k], -tf.ones_like(v), v) for k, v in scores.items()}, boxes
 
 
 class Decoder(decoder.Decoder):
@@ -146,8 +177,9 @@ class Parser(parser.Parser):
 
   def __init__(self, *, short_side: float = 600, long_side: float = 1024,
                padded_size: Sequence[int] | None = None, min_level: int = 2, max_level: int = 6,
-               num_scales: int = 1, aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-               anchor_size: float = 8.0, rpn_match_threshold: float = 0.7,
+               anchor_generator: anchors_lib.AnchorGenerator | None = None,
+               box_coder_weights: Sequence[float] = roi_generator.REFERENCE_WEIGHTS,
+               rpn_match_threshold: float = 0.7,
                rpn_unmatched_threshold: float = 0.3, rpn_batch_size_per_im: int = 256,
                rpn_fg_fraction: float = 0.5, aug_rand_hflip: bool = True,
                skip_group_of_during_training: bool = False, max_num_instances: int = 100,
@@ -159,10 +191,14 @@ class Parser(parser.Parser):
       short_side, long_side: scale = min(short_side / short side, long_side / long side).
       padded_size: static [height, width] of the output image; default: long_side rounded up to a
         multiple of 2**max_level, both ways (holds portrait and landscape images).
+      min_level, max_level: the padded size is a multiple of 2**max_level.
+      anchor_generator: the model's own anchor generator (`modeling.faster_rcnn.model.anchor_generator
+        (config)`, which the task and the export use too); default: the reference's stride-8 grid.
+      box_coder_weights: scales of the RPN box targets: the model's `roi_generator.decode_weights`.
       skip_group_of_during_training: drop group-of boxes from training targets.
       max_num_image_labels: static length of the image-level label lists in eval ground truth.
-      rpn_targets: generate anchors and assign RPN targets here, as Model Garden's Faster R-CNN task
-        expects; False leaves anchors and their matching to the model (on the accelerator, as the TF
+      rpn_targets: generate anchors and assign RPN targets here (`label_anchors`, as the detector
+        task assigns them in its step), as Model Garden's Faster R-CNN task expects; False leaves anchors and their matching to the model (on the accelerator, as the TF
         Object Detection API did) and drops `anchor_boxes`, `rpn_score_targets` and
         `rpn_box_targets` from the labels. On CPU matching is the dearest step by far, and the
         anchors of a 1024x1024 input (levels 2-6) alone are 5.6 MB per image to batch.
@@ -181,11 +217,10 @@ class Parser(parser.Parser):
     self._long_side = long_side
     self._padded_size = (list(padded_size) if padded_size is not None else
                          preprocess_ops.compute_padded_size([long_side, long_side], 2**max_level))
-    self._anchor_generator = anchor.build_anchor_generator(
-        min_level=min_level, max_level=max_level, num_scales=num_scales,
-        aspect_ratios=list(aspect_ratios), anchor_size=anchor_size)
-    self._anchor_labeler = anchor.RpnAnchorLabeler(
-        rpn_match_threshold, rpn_unmatched_threshold, rpn_batch_size_per_im, rpn_fg_fraction)
+    self._anchor_generator = anchor_generator or anchors_lib.AnchorGenerator()
+    self._anchor_labeler = RpnAnchorLabeler(rpn_match_threshold, rpn_unmatched_threshold,
+                                            rpn_batch_size_per_im, rpn_fg_fraction,
+                                            box_coder_weights)
     self._aug_rand_hflip = aug_rand_hflip
     self._skip_group_of = skip_group_of_during_training
     self._max_num_instances = max_num_instances
@@ -238,9 +273,9 @@ class Parser(parser.Parser):
         "gt_classes": preprocess_ops.clip_or_pad_to_fixed_size(classes, self._max_num_instances, -1),
     }
     if self._rpn_targets:
-      labels["anchor_boxes"] = self._anchor_generator(image_size=self._padded_size)
-      labels["rpn_score_targets"], labels["rpn_box_targets"] = self._anchor_labeler.label_anchors(
-          labels["anchor_boxes"], boxes, tf.cast(tf.expand_dims(classes, axis=-1), tf.float32))
+      labels["anchor_boxes"] = self._anchors()
+      labels["rpn_score_targets"], labels["rpn_box_targets"] = label_anchors(
+          self._anchor_labeler, labels["anchor_boxes"], boxes, classes, image_info[1])
     return image, labels
 
   def _parse_eval_data(self, data):
@@ -264,8 +299,16 @@ class Parser(parser.Parser):
           labels, self._max_num_image_labels, -1)
     labels = {"image_info": image_info, "groundtruths": groundtruths}
     if self._rpn_targets:
-      labels["anchor_boxes"] = self._anchor_generator(image_size=self._padded_size)
+      labels["anchor_boxes"] = self._anchors()
     return image, labels
+
+  def _anchors(self) -> dict:
+    """The anchors of the padded size, with static shapes (batching needs them)."""
+    grid = [(s + self._anchor_generator.stride - 1) // self._anchor_generator.stride
+            for s in self._padded_size]
+    depth = 4 * self._anchor_generator.num_anchors_per_location
+    return {k: tf.ensure_shape(v, grid + [depth])
+            for k, v in self._anchor_generator(self._padded_size).items()}
 
 
 def dataset(examples_ds: tf.data.Dataset, decoder_: Decoder, parser_: Parser, *, is_training: bool,

@@ -81,8 +81,13 @@ def convert(source_kind: str, checkpoint: str, output_dir: str, class_list: str 
   task = {"model": _active_only(conversion.model_config.as_dict()),
           "init_checkpoint": os.path.abspath(saved), "init_checkpoint_modules": "all"}
   if conversion.class_list is not None:
-    task["class_list"] = os.path.abspath(os.path.join(output_dir, "class_list.csv"))
-    conversion.class_list.to_csv(task["class_list"])
+    path = os.path.abspath(os.path.join(output_dir, "class_list.csv"))
+    conversion.class_list.to_csv(path)
+    if _task_has_field(conversion.experiment, "class_list"):
+      # The classifier's task reads it; the detector's takes its classes from the dataset (a key
+      # its config lacks would make `oi-train --config_file=config.yaml` fail), and oi-export
+      # finds class_list.csv beside the checkpoint.
+      task["class_list"] = path
   task.update(conversion.task_overrides)
   with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as f:
     f.write(f"# Converted by oi-convert-checkpoint --source={source_kind} from {source.path}\n"
@@ -92,6 +97,12 @@ def convert(source_kind: str, checkpoint: str, output_dir: str, class_list: str 
   with open(os.path.join(output_dir, "conversion_report.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)
   return report
+
+
+def _task_has_field(experiment: str, name: str) -> bool:
+  from official.core import exp_factory  # pylint: disable=import-outside-toplevel
+  from oi_models.tasks import registry_imports  # pylint: disable=import-outside-toplevel,unused-import
+  return hasattr(exp_factory.get_exp_config(experiment).task, name)
 
 
 def _active_only(config: dict) -> dict:

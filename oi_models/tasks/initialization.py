@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from absl import logging
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 import tf_keras
 
 MODULES = ("all", "backbone")
@@ -38,7 +39,7 @@ def initialize(model: tf_keras.Model, path: str, modules: str = "all") -> str:
     logging.info("initialized %s from Keras weights %s", modules, path)
     return path
   path = resolve(path)
-  roots = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
+  roots = _root_names(path)
   if modules == "all":
     if "model" not in roots:
       raise ValueError(f"{path} has no `model` entry (a backbone-only checkpoint?): use "
@@ -52,6 +53,18 @@ def initialize(model: tf_keras.Model, path: str, modules: str = "all") -> str:
   checkpoint.read(path).expect_partial().assert_existing_objects_matched()
   logging.info("initialized %s from checkpoint %s", modules, path)
   return path
+
+
+def _root_names(path: str) -> set:
+  """The names the checkpoint's root object holds (`model`, `backbone`, ...).
+
+  Read from its object graph, not from variable names: a variable reachable along several paths is
+  named by the shortest, so a converted detector saved as Checkpoint(model=m, backbone=m.backbone,
+  ...) names no variable under `model/` although `model` is there.
+  """
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  return {child.local_name for child in graph.nodes[0].children}
 
 
 def _dependency_name(parent, child) -> str:

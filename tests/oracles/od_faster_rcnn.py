@@ -18,7 +18,8 @@ image IMAGE.npy ([H, W, 3]) every stage to OUT_DIR/stages.npz: `preprocessed` (r
 inference), `proposal_boxes_normalized` [P, 4], `proposal_scores` [P], `num_proposals`,
 `class_predictions_with_background` [P, K + 1], `refined_box_encodings` [P, K, 4], and the detections
 `detection_boxes` (normalised), `detection_scores`, `detection_classes` (0-based, without background),
-`num_detections`. `--timing_runs N` adds `seconds_per_image` (median of N runs after a warm-up), `build_seconds`
+`num_detections`. `--more_images A.npy ...` writes the detections on each further image to OUT_DIR/detections_A.npz
+(same graph and checkpoint; one build serves every image). `--timing_runs N` adds `seconds_per_image` (median of N runs after a warm-up), `build_seconds`
 (graph construction) and `peak_rss_mb` (the process's peak resident set).
 """
 
@@ -131,6 +132,7 @@ def main(argv=None):
   parser.add_argument("--max_proposals", type=int, default=300)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--timing_runs", type=int, default=0)
+  parser.add_argument("--more_images", type=pathlib.Path, nargs="*", default=[])
   args = parser.parse_args(argv)
 
   shims.install()
@@ -207,6 +209,9 @@ def main(argv=None):
     # Drop the batch dimension of one-image outputs.
     stages = {k: (v[0] if k not in ("anchors", "class_predictions_with_background",
                                     "refined_box_encodings") else v) for k, v in out.items()}
+    for path in args.more_images:
+      found = sess.run(detections, {image_in: np.load(path)[None]})
+      np.savez(args.out_dir / f"detections_{path.stem}.npz", **{k: v[0] for k, v in found.items()})
     if args.timing_runs:
       sess.run(detections, feed)
       times = []

@@ -1,6 +1,7 @@
 """The detector against the reference: the TF Object Detection API's Faster R-CNN run as an oracle.
 
-One oracle run (tests/oracles/od_faster_rcnn.py) builds the reference with the OID V4 settings at full
+One oracle run (tests/oracles/od_faster_rcnn.py, shared with the other tests that compare with the
+reference: tests/modeling/faster_rcnn/reference.py) builds the reference with the OID V4 settings at full
 depth, on a small image (min 128 / max 192: still stride-8 atrous features and 17x17 crops), with fewer
 classes and proposals for speed, and saves its random checkpoint and every stage. `oi-convert-checkpoint`
 converts the checkpoint; this package's model, rebuilt from the written config and restored from the
@@ -10,8 +11,6 @@ arises. Features and scores agree to 1e-4 of each array's largest magnitude; det
 the same order.
 """
 
-import json
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,17 +18,17 @@ import yaml
 
 from oi_models import labels
 from oi_models.configs import faster_rcnn as faster_rcnn_config
-from oi_models.modeling import convert_checkpoint
 from oi_models.modeling import converters
 from oi_models.modeling.converters import od_faster_rcnn
 from oi_models.modeling.faster_rcnn import model as model_lib
 from oi_models.modeling.faster_rcnn import preprocessing
-from tests import oracles
+from tests.modeling.faster_rcnn import reference as reference_run
 
-NUM_CLASSES = 20
-MIN_DIMENSION, MAX_DIMENSION = 128, 192
-MAX_PROPOSALS = 32
+NUM_CLASSES = reference_run.NUM_CLASSES
+MIN_DIMENSION, MAX_DIMENSION = reference_run.MIN_DIMENSION, reference_run.MAX_DIMENSION
+MAX_PROPOSALS = reference_run.MAX_PROPOSALS
 TOLERANCE = 1e-4
+sample_image = reference_run.sample_image
 
 
 def relative_error(actual, expected) -> float:
@@ -39,39 +38,18 @@ def relative_error(actual, expected) -> float:
   return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
 
 
-def sample_image() -> np.ndarray:
-  """A 150x230 uint8 image with edges, flat regions and noise (resized 125x192 by the reference)."""
-  rng = np.random.default_rng(1)
-  y, x = np.mgrid[0:150, 0:230]
-  image = np.stack([(x * 1.1) % 256, (y * 1.7) % 256, ((x + y) * 0.9) % 256], -1)
-  image[30:90, 40:120] = [200, 30, 30]
-  image[60:140, 150:220] = [20, 180, 60]
-  return np.clip(image + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  """(stages of the reference's run, folder holding its checkpoint)."""
-  folder = tmp_path_factory.mktemp("od_faster_rcnn")
-  np.save(folder / "image.npy", sample_image())
-  oracles.run("od_faster_rcnn", folder, "--image", folder / "image.npy", "--num_classes", NUM_CLASSES,
-              "--min_dimension", MIN_DIMENSION, "--max_dimension", MAX_DIMENSION,
-              "--max_proposals", MAX_PROPOSALS, timeout=1800)  # minutes on a loaded machine
-  return dict(np.load(folder / "stages.npz")), folder
+  """(stages of the reference's run, folder holding its checkpoint): the session's one oracle run."""
+  run = reference_run.reference(tmp_path_factory)
+  return run.stages, run.folder
 
 
 @pytest.fixture(scope="module")
-def converted(reference):
+def converted(tmp_path_factory):
   """(conversion report, model rebuilt from the written config and restored from the checkpoint)."""
-  _, folder = reference
-  class_list = folder / "label_map.pbtxt"
-  class_list.write_text("".join(
-      f'item {{ name: "/m/0test{i:02d}" id: {i + 1} display_name: "class {i}" }}\n'
-      for i in range(NUM_CLASSES)))
-  out = folder / "converted"
-  report = convert_checkpoint.convert("od_faster_rcnn_inception_resnet_v2",
-                                      str(folder / "model.ckpt"), str(out), str(class_list))
-  written = yaml.safe_load((out / "config.yaml").read_text())["task"]
+  run = reference_run.reference(tmp_path_factory)
+  written = yaml.safe_load((run.converted / "config.yaml").read_text())["task"]
   config = faster_rcnn_config.FasterRCNN()
   config.override(written["model"], is_strict=True)
   # What weights do not determine: the test's image size and proposal count, as the oracle's.
@@ -79,8 +57,9 @@ def converted(reference):
                    "roi_generator": {"num_proposals": MAX_PROPOSALS}}, is_strict=True)
   model = model_lib.build_faster_rcnn(config)
   tf.train.Checkpoint(model=model).restore(written["init_checkpoint"]).assert_existing_objects_matched()
-  classes = labels.LabelMap.from_file(written["class_list"])
-  return report, model, classes
+  assert "class_list" not in written  # the detector's task takes its classes from the dataset
+  classes = labels.LabelMap.from_file(run.converted / "class_list.csv")
+  return run.conversion_report, model, classes
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +77,7 @@ def test_conversion_uses_every_variable(reference, converted):
   assert report["left_at_init"] == []
   assert report["model_variables_set"] == len(model.variables) == report["used"]
   assert report["num_classes"] == NUM_CLASSES == len(classes)
-  assert classes.mids[0] == "/m/0test00"
-  assert json.loads((reference[1] / "converted" / "conversion_report.json").read_text())["used"] == (
-      report["used"])
+  assert classes == reference_run.CLASS_LIST
 
 
 def test_a_class_list_of_another_size_is_refused(reference):
