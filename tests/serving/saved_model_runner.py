@@ -1,9 +1,12 @@
-"""Runs a SavedModel in a fresh process: `python -m tests.serving.saved_model_runner EXPORT OUT.npz IMG...`.
+"""Runs a SavedModel in a fresh process:
+`python -m tests.serving.saved_model_runner [--signatures=a,b] EXPORT OUT.npz IMG...`.
 
 Every image goes through `serving_default` and `image_bytes` as one batch (mixed sizes), through
 `image_tensor` one at a time (decoded by TensorFlow, as a client would send pixels), and through
 `tf_example` as one batch. OUT.npz holds `<signature>/<output>` arrays (per-image runs stacked), and
 OUT.json the signatures as TF Serving sees them (input names, dtypes, shapes; output names).
+`--signatures` runs only those (each signature's first call optimises its graph: seconds per call on
+a full-depth detector).
 """
 
 import json
@@ -17,14 +20,14 @@ def _spec(spec):
   return {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
 
 
-def main(export_dir, out, *paths):
+def main(export_dir, out, *paths, signatures=None):
   loaded = tf.saved_model.load(export_dir)
   data = [open(p, "rb").read() for p in paths]
   results = {}
-  signatures = {}
+  seen = {}
   for key, function in loaded.signatures.items():
     _, inputs = function.structured_input_signature
-    signatures[key] = {"inputs": {n: _spec(s) for n, s in inputs.items()},
+    seen[key] = {"inputs": {n: _spec(s) for n, s in inputs.items()},
                        "outputs": {n: _spec(s) for n, s in function.structured_outputs.items()}}
   examples = [tf.train.Example(features=tf.train.Features(feature={
       "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d]))})).SerializeToString()
@@ -35,6 +38,8 @@ def main(export_dir, out, *paths):
           "image_tensor": [{"input_tensor": tf.io.decode_image(d, channels=3, expand_animations=False)[None]}
                            for d in data]}
   for key, calls in runs.items():
+    if signatures and key not in signatures:
+      continue
     outputs = [loaded.signatures[key](**call) for call in calls]
     for name in outputs[0]:
       value = np.concatenate([o[name].numpy() for o in outputs])
@@ -43,8 +48,10 @@ def main(export_dir, out, *paths):
       results[f"{key}/{name}"] = value
   np.savez(out, **results)
   with open(out + ".json", "w", encoding="utf-8") as f:
-    json.dump(signatures, f)
+    json.dump(seen, f)
 
 
 if __name__ == "__main__":
-  main(*sys.argv[1:])
+  args = sys.argv[1:]
+  chosen = args.pop(0).split("=", 1)[1].split(",") if args[0].startswith("--signatures=") else None
+  main(*args, signatures=chosen)

@@ -3,15 +3,14 @@ from the TF Object Detection API returns, on the same image, the same detections
 
 The reference is the session's one oracle run (tests/modeling/faster_rcnn/reference.py: the OD API's
 Faster R-CNN Inception-ResNet-v2 atrous at full depth, OID V4 settings at min 128 / max 192 px, 32
-proposals, random weights with spread scores), converted by `oi-convert-checkpoint`. Here `oi-export`
-writes the SavedModel from the converter's own config.yaml, and a fresh process runs every signature on
+proposals, random weights with spread scores), converted by `oi-convert-checkpoint`. Here `oi-export`'s
+library call writes the SavedModel from the converter's own config.yaml, and a fresh process runs every signature on
 the parity image (PNG: the reference's exact pixels, resized 150x230 -> 125x192 by both) and on a real
-photo (its JPEG bytes; the reference ran on TensorFlow's decode of them). Boxes agree to 1e-4
+photo (its JPEG bytes; the reference ran on TensorFlow's decode of them), as bytes and as pixels. Boxes agree to 1e-4
 (normalised to the original image), scores to 1e-4, classes and order exactly.
 """
 
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -22,26 +21,30 @@ from tests.conftest import REPO_ROOT
 from tests.modeling.faster_rcnn import reference as reference_run
 
 TOLERANCE = 1e-4
-SIGNATURES = ("serving_default", "image_bytes", "image_tensor", "tf_example")
+# Encoded bytes (the photo's JPEG, the parity image's PNG) and decoded pixels; serving_default is
+# image_bytes, and tf_example decodes as image_bytes does (both checked on the tiny detector in
+# test_detection.py).
+SIGNATURES = ("image_bytes", "image_tensor")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-  """(reference run, names of the images, every signature's outputs from a fresh process)."""
+  """(reference run, names of the images, the signatures' outputs from a fresh process, signatures)."""
+  from oi_models.serving import export_saved_model
   run = reference_run.reference(tmp_path_factory)
   tmp = tmp_path_factory.mktemp("converted_export")
   export_dir = tmp / "saved_model"
   override = (f"task.model.preprocessing.min_dimension={reference_run.MIN_DIMENSION},"
               f"task.model.preprocessing.max_dimension={reference_run.MAX_DIMENSION},"
               f"task.model.roi_generator.num_proposals={reference_run.MAX_PROPOSALS}")
-  done = subprocess.run(
-      [pathlib.Path(sys.executable).parent / "oi-export", "--model=detector",
-       f"--config_file={run.converted / 'config.yaml'}", f"--params_override={override}",
-       f"--export_dir={export_dir}"], capture_output=True, text=True, timeout=1200)
-  assert done.returncode == 0, done.stderr[-3000:]
+  # oi-export's own calls, in this process (its command line is tested in test_detection.py).
+  kind, params = export_saved_model.load_params(None, [str(run.converted / "config.yaml")], override,
+                                                "detector")
+  export_saved_model.export(str(export_dir), params, kind)
   names = ["parity"] + [n for n in ("photo",) if list(run.folder.glob(f"images/{n}.*"))]
   out = str(tmp / "served.npz")
-  done = subprocess.run([sys.executable, "-m", "tests.serving.saved_model_runner", str(export_dir), out,
+  done = subprocess.run([sys.executable, "-m", "tests.serving.saved_model_runner",
+                         f"--signatures={','.join(SIGNATURES)}", str(export_dir), out,
                          *(str(run.image_file(n)) for n in names)],
                         capture_output=True, text=True, timeout=1200, cwd=REPO_ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
