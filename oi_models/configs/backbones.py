@@ -46,6 +46,7 @@ class InceptionResNetV2(hyperparams.Config):
   block8_repeats: int = 9
   bn_trainable: bool = True
   bn_inference_mode: bool = False
+  depth_multiplier: float = 1.0  # scales every convolution's channels (tiny configs); 1.0 published
 
 
 @dataclasses.dataclass

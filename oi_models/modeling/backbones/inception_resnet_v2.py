@@ -16,6 +16,9 @@ Options, as the two reference implementations build the network:
   mixed_7a with VALID padding whatever the first stage does, so a 17x17 crop gives 8x8 features: the
   tail's own padding defaults to 'VALID'.
 - block35 / block17 / block8 repeats (10 / 20 / 9 in the published network) shrink for tiny configs.
+- depth_multiplier scales every convolution's output channels (`max(int(d * multiplier), 8)`, as slim's
+  `depth_multiplier` with a floor), for tiny configs that must train on a CPU in minutes; 1.0 (the
+  published network, what the converters map) by default.
 - batch norm: trained as usual by default; bn_inference_mode=True normalizes with the moving statistics
   in training too while beta still learns, which is what the OD API's Faster R-CNN does with its default
   `batch_norm_trainable: false` (slim's batch norm with is_training=False keeps its beta trainable);
@@ -49,6 +52,17 @@ _SCALES = {"block35": 0.17, "block17": 0.10, "block8": 0.20}
 # slim.repeat's variable scopes, numbered in creation order within one InceptionResnetV2 scope.
 SLIM_REPEAT_SCOPES = {"block35": "Repeat", "block17": "Repeat_1", "block8": "Repeat_2"}
 _LEVELS = {8: "3", 16: "4", 32: "5"}
+_MIN_DEPTH = 8
+
+
+def scaled_depth(depth: int, depth_multiplier: float = 1.0) -> int:
+  """Channels of a convolution of published depth `depth` under `depth_multiplier`."""
+  return depth if depth_multiplier == 1.0 else max(int(depth * depth_multiplier), _MIN_DEPTH)
+
+
+def first_stage_channels(depth_multiplier: float = 1.0) -> int:
+  """Channels of the first stage's output (mixed_6a: two 384 branches and mixed_5b's 96+64+96+64)."""
+  return sum(scaled_depth(d, depth_multiplier) for d in (384, 384, 96, 64, 96, 64))
 
 
 @tf_keras.utils.register_keras_serializable(package="oi_models")
@@ -81,7 +95,10 @@ class _Builder:
 
   def __init__(self, padding: str, bn_trainable: bool, bn_inference_mode: bool, use_sync_bn: bool,
                norm_momentum: float, norm_epsilon: float, activation: str, kernel_initializer: Any,
-               kernel_regularizer: Any, bias_regularizer: Any):
+               kernel_regularizer: Any, bias_regularizer: Any, depth_multiplier: float = 1.0):
+    if depth_multiplier <= 0:
+      raise ValueError(f"depth_multiplier must be positive, got {depth_multiplier}")
+    self._depth_multiplier = depth_multiplier
     if padding.upper() not in ("SAME", "VALID"):
       raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
     self.padding = padding.lower()
@@ -96,6 +113,7 @@ class _Builder:
 
   def conv_bn(self, x, filters, kernel_size, name, scope, strides=1, padding="same", dilation_rate=1):
     """Convolution without bias, batch norm without gamma, activation: slim's conv2d under its arg_scope."""
+    filters = scaled_depth(filters, self._depth_multiplier)
     x = tf_keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
                                dilation_rate=dilation_rate, use_bias=False, name=name, **self._conv)(x)
     x = self._norm(name=name + "_bn", **self._bn)(x)
@@ -210,10 +228,10 @@ class _Builder:
 
 
 def _builder_config(padding, bn_trainable, bn_inference_mode, use_sync_bn, norm_momentum, norm_epsilon,
-                    activation, kernel_initializer, kernel_regularizer,
-                    bias_regularizer) -> dict[str, Any]:
+                    activation, kernel_initializer, kernel_regularizer, bias_regularizer,
+                    depth_multiplier) -> dict[str, Any]:
   """The _Builder arguments, which are also part of each model's config."""
-  return dict(padding=padding, bn_trainable=bn_trainable, bn_inference_mode=bn_inference_mode,
+  return dict(depth_multiplier=depth_multiplier, padding=padding, bn_trainable=bn_trainable, bn_inference_mode=bn_inference_mode,
               use_sync_bn=use_sync_bn, norm_momentum=norm_momentum, norm_epsilon=norm_epsilon,
               activation=activation, kernel_initializer=kernel_initializer,
               kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer)
@@ -244,12 +262,13 @@ class InceptionResNetV2(tf_keras.Model):
                kernel_initializer: Any = "glorot_uniform",
                kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
                bias_regularizer: tf_keras.regularizers.Regularizer | None = None,
+               depth_multiplier: float = 1.0,
                **kwargs):
     if output_stride not in _LEVELS:
       raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     layer_config = _builder_config(padding, bn_trainable, bn_inference_mode, use_sync_bn, norm_momentum,
                                    norm_epsilon, activation, kernel_initializer, kernel_regularizer,
-                                   bias_regularizer)
+                                   bias_regularizer, depth_multiplier)
     builder = _Builder(**layer_config)
     inputs = tf_keras.Input(shape=input_specs.shape[1:])
     x = builder.first_stage(inputs, output_stride, block35_repeats, block17_repeats)
@@ -300,12 +319,13 @@ class InceptionResNetV2Tail(tf_keras.Model):
                kernel_initializer: Any = "glorot_uniform",
                kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
                bias_regularizer: tf_keras.regularizers.Regularizer | None = None,
+               depth_multiplier: float = 1.0,
                **kwargs):
     layer_config = _builder_config(padding, bn_trainable, bn_inference_mode, use_sync_bn, norm_momentum,
                                    norm_epsilon, activation, kernel_initializer, kernel_regularizer,
-                                   bias_regularizer)
+                                   bias_regularizer, depth_multiplier)
     builder = _Builder(**layer_config)
-    inputs = tf_keras.Input(shape=[None, None, FIRST_STAGE_CHANNELS])
+    inputs = tf_keras.Input(shape=[None, None, first_stage_channels(depth_multiplier)])
     outputs = builder.tail(inputs, block8_repeats)
     self._config_dict = dict(layer_config, block8_repeats=block8_repeats)
     self._slim_scopes = tuple(builder.slim_scopes.items())
@@ -345,7 +365,7 @@ def build_inception_resnet_v2(
       input_specs=input_specs, output_stride=cfg.output_stride, padding=cfg.padding,
       block35_repeats=cfg.block35_repeats, block17_repeats=cfg.block17_repeats,
       block8_repeats=cfg.block8_repeats, bn_trainable=cfg.bn_trainable,
-      bn_inference_mode=cfg.bn_inference_mode,
+      bn_inference_mode=cfg.bn_inference_mode, depth_multiplier=cfg.depth_multiplier,
       kernel_regularizer=l2_regularizer, **_norm_kwargs(norm_activation_config))
 
 
@@ -358,5 +378,5 @@ def build_inception_resnet_v2_tail(
   cfg = backbone_config.get()
   return InceptionResNetV2Tail(padding=padding, block8_repeats=cfg.block8_repeats,
                                bn_trainable=cfg.bn_trainable, bn_inference_mode=cfg.bn_inference_mode,
-                               kernel_regularizer=l2_regularizer,
+                               depth_multiplier=cfg.depth_multiplier, kernel_regularizer=l2_regularizer,
                                **_norm_kwargs(norm_activation_config))

@@ -178,3 +178,26 @@ def test_bad_options_are_rejected():
     irv2.InceptionResNetV2(output_stride=4)
   with pytest.raises(ValueError, match="padding"):
     irv2.InceptionResNetV2(padding="REFLECT", **TINY)
+
+
+def test_depth_multiplier_scales_every_convolution_and_keeps_names_and_scopes(whole):
+  """Each convolution has max(int(published * m), 8) filters, except each block's linear 1x1, which
+  returns to its input's width; the layers, their slim scopes and the tail's input follow."""
+  thin = tiny_backbone(output_stride=32, padding="VALID", depth_multiplier=0.25)
+  assert thin.slim_scopes == whole.slim_scopes
+  for layer in whole.layers:
+    if not isinstance(layer, tf_keras.layers.Conv2D):
+      continue
+    filters = thin.get_layer(layer.name).filters
+    if layer.use_bias:  # the residual blocks' linear 1x1 convolution
+      assert filters == thin.get_layer(layer.name[:-len("_conv")]).output_shape[-1]
+    else:
+      assert filters == max(int(layer.filters * 0.25), 8), layer.name
+  assert irv2.first_stage_channels(0.25) == 2 * 96 + 24 + 16 + 24 + 16
+  first = tiny_backbone(output_stride=8, depth_multiplier=0.25)
+  features = first(np.zeros((1, 64, 64, 3), np.float32))["3"]
+  assert features.shape[-1] == irv2.first_stage_channels(0.25)
+  tail = irv2.InceptionResNetV2Tail(block8_repeats=1, depth_multiplier=0.25)
+  assert tail(np.zeros((2, 9, 9, features.shape[-1]), np.float32)).shape == (2, 4, 4, 384)
+  assert irv2.InceptionResNetV2.from_config(thin.get_config()).count_params() == thin.count_params()
+  assert thin.count_params() < whole.count_params() / 10
