@@ -6,10 +6,11 @@ dictionary-encoded or typed, and a `build` function that turns one parsed batch 
 table while it adds every failing row to a `Checks`. The engine does the rest, the same way for all:
 
 * Segments. The file is read in segments of about `chunk_bytes`, each cut at a line end, and each
-  segment is parsed by `pyarrow.csv.read_csv` with threads (its blocks in parallel) and the numeric
-  columns typed. pyarrow numbers rejected rows only single-threaded, and a text that is not a number
-  stops a typed parse, so a segment where either happens is parsed again exactly (single thread,
-  numbers as text) and only that segment: the rows before and after it keep the fast path.
+  segment is parsed by `pyarrow.csv.read_csv` with the numeric columns typed, its blocks in parallel
+  when a core is free for pyarrow's threads (`parse_threads`). A row of the wrong field count, or a
+  text that is not a number, stops this fast parse, so a segment where either happens is parsed
+  again exactly (single thread, rejected rows numbered, numbers as text) and only that segment: the
+  rows before and after it keep the fast path.
 * The quote guard. A `"` that opens a field and never closes would make any CSV parser take every
   later line into that field (or lose sync between pyarrow's block splitter and its parser). Before a
   segment reaches pyarrow, every line holding a quote is matched against the CSV field grammar; a line
@@ -32,6 +33,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import logging
+import os
 import re
 from typing import Callable, Iterator, Sequence
 
@@ -451,6 +453,20 @@ def _extend_record(data: bytes, start: int, end: int, num_fields: int,
 # The streaming engine.
 
 
+def parse_threads() -> bool:
+  """Whether a fast parse uses pyarrow's threads: only when a core is free for them.
+
+  Parsing is most of a read, and pyarrow's threads halve it when they have cores to themselves. On a
+  machine whose cores are all busy they only share the time this process gets, and the hand-offs
+  between them cost more than they gain: at a load average of 10 on 2 cores a single-threaded
+  read of a 3M-row box file took 0.6x the wall time of a threaded one. The 1-minute load average
+  taken when a read starts decides.
+  """
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+  return cores > 1 and load < cores - 0.5
+
+
 @dataclasses.dataclass
 class Chunk:
   """One segment's kept rows, and each kept row's physical line (computed on demand)."""
@@ -496,6 +512,7 @@ class _Stream:
     self.names = columns(path, fmt, wanted)  # as written -> canonical
     self.chunk_bytes = max(int(chunk_bytes), 1)
     self._tail = b""  # Read past the last segment's last newline: the next segment's start.
+    self.threads = parse_threads()
     self.lines = _LineMap()
 
   def __iter__(self) -> Iterator[Chunk]:
@@ -569,20 +586,19 @@ class _Stream:
     return types
 
   def _parse(self, guarded: _Guarded, typed: bool, invalid: list) -> pa.RecordBatch:
+    """The fast parse (`typed`: numbers typed, a rejected row fails it) or the exact one."""
     def on_invalid(row) -> str:
-      if row.number is None:
-        return "error"  # Threads cannot number rows: the segment is parsed again exactly.
       invalid.append((row.number, row.text, row.expected_columns, row.actual_columns))
       return "skip"
 
     table = pa_csv.read_csv(
         pa.py_buffer(guarded.data),
-        read_options=pa_csv.ReadOptions(use_threads=typed, block_size=_BLOCK_BYTES,
-                                        column_names=self.header),
+        read_options=pa_csv.ReadOptions(use_threads=typed and self.threads,
+                                        block_size=_BLOCK_BYTES, column_names=self.header),
         parse_options=pa_csv.ParseOptions(
             quote_char='"' if guarded.has_quotes else False,
             newlines_in_values=self.fmt.multiline and bool(guarded.multiline),
-            ignore_empty_lines=False, invalid_row_handler=on_invalid),
+            ignore_empty_lines=False, invalid_row_handler=None if typed else on_invalid),
         convert_options=pa_csv.ConvertOptions(
             column_types=self._types(typed), include_columns=list(self.names),
             strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True))

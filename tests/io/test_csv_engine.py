@@ -196,3 +196,27 @@ def test_a_stray_quote_with_no_quote_after_it_for_many_lines(tmp_path):
   table = readers.read_image_metadata(path, report=report)
   assert len(table) == 1999 and report.skipped == {csv_engine.STRAY_QUOTE: 1}
   assert report.examples[csv_engine.STRAY_QUOTE][0].startswith(f"{path}:5: Title: ")
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_the_fast_parse_reads_the_same_with_and_without_threads(tmp_path, monkeypatch, threads):
+  # Whether pyarrow's threads are used depends on the machine's load; the rows kept, the counts and
+  # the lines named must not. Blocks of 4 KB make a 20 KB segment several blocks; a row with a
+  # field too many fails the fast parse of its segment in either mode and costs that row only.
+  monkeypatch.setattr(csv_engine, "_BLOCK_BYTES", 4096)
+  monkeypatch.setattr(csv_engine, "parse_threads", lambda: threads)
+  header = ("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,"
+            "IsGroupOf,IsDepiction,IsInside")
+  rows = [f"{i:016x},xclick,/m/a,1,0.1,0.2,0.3,0.4,0,0,{i % 2},0,0" for i in range(1000)]
+  rows[300] += ",extra"
+  rows[700] = rows[700].replace("0.3,", "x,")
+  path = tmp_path / "b.csv"
+  path.write_text("\n".join([header] + rows) + "\n")
+  report = readers.ReadReport()
+  table = readers.read_boxes(path, report=report, chunk_bytes=20_000)
+  assert report.skipped == {csv_engine.WRONG_FIELDS: 1, "bad coordinate": 1}
+  assert report.examples[csv_engine.WRONG_FIELDS][0].startswith(f"{path}:302: row: expected 13")
+  assert report.examples["bad coordinate"] == [f"{path}:702: YMin: 'x' is not a number"]
+  kept = [i for i in range(1000) if i not in (300, 700)]
+  np.testing.assert_array_equal(table.image_id, np.asarray(kept, np.uint64))
+  np.testing.assert_array_equal(table.is_group_of, np.asarray(kept) % 2)
