@@ -60,6 +60,11 @@ def _write(path: pathlib.Path, table: pa.Table, quoting: str = "none", header: b
     pa_csv.write_csv(table, f, pa_csv.WriteOptions(include_header=header, quoting_style=quoting))
 
 
+# Part of the cache folder's name: files written by an older generator are not reused (version 1 wrote
+# 1 in 256 OriginalMD5s short: numpy's S16 view drops trailing NUL bytes).
+_GENERATOR_VERSION = "g2"
+
+
 def generate(root: pathlib.Path, rows: int, seed: int = 0) -> None:
   """The manual_dir (see the module docstring); written to a temporary folder, then renamed."""
   rng = np.random.default_rng(seed)
@@ -95,7 +100,7 @@ def generate(root: pathlib.Path, rows: int, seed: int = 0) -> None:
       "AuthorProfileURL": np.full(n, "https://www.example.org/people/someone/"),
       "Author": np.full(n, "Some One"), "Title": np.char.add("Photo, number ", ids),
       "OriginalSize": rng.integers(10_000, 5_000_000, n),
-      "OriginalMD5": [base64.b64encode(digest).decode() for digest in md5.view("S16").ravel()],
+      "OriginalMD5": [base64.b64encode(digest.tobytes()).decode() for digest in md5],
       "Thumbnail300KURL": np.char.add(np.char.add("https://c.example.org/", ids), "_z.jpg"),
       "Rotation": np.where(rng.random(n) < 0.97, 0.0, 90.0)}), quoting="needed")
 
@@ -160,7 +165,7 @@ def _query_times(url: str) -> dict[str, float]:
 def main(argv):
   del argv
   work = pathlib.Path(_WORK_DIR.value or pathlib.Path(tempfile.gettempdir()) / "oi_models_sql_import")
-  manual_dir = work / f"v6_train_{_ROWS.value}"
+  manual_dir = work / f"v6_train_{_ROWS.value}_{_GENERATOR_VERSION}"
   if not manual_dir.exists():
     start = time.perf_counter()
     generate(manual_dir, _ROWS.value)
@@ -171,7 +176,7 @@ def main(argv):
   try:
     for backend in _BACKENDS.value:
       if backend == "duckdb":
-        url = str(work / f"v6_train_{_ROWS.value}.duckdb")
+        url = str(manual_dir.with_suffix(".duckdb"))
       else:
         url, server_dir = _postgres()
       summary = to_sql.load(url, inputs, force=True, progress=False)
