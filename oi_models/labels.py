@@ -19,7 +19,7 @@ import io
 import json
 import os
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -152,6 +152,36 @@ class LabelMap:
   def from_file(cls, path) -> "LabelMap":
     """A class list by its extension: `.pbtxt` label map, else class-descriptions CSV."""
     return cls.from_pbtxt(path) if str(path).endswith(".pbtxt") else cls.from_csv(path)
+
+  @classmethod
+  def from_class_list(cls, path, display_names: Callable[[], Mapping[str, str]] | None = None,
+                      names_required_from: str | None = None) -> "LabelMap":
+    """A model's classes in output order: a `.pbtxt` label map, a class-descriptions CSV, or one MID
+    per line (`classes-trainable.txt`, as the released classifier lists its 5000 classes).
+
+    A MID list has no names: they come from `display_names()` (called only for such a file; e.g. the
+    class-descriptions CSV or the dataset's classes); a MID it does not name is its own name, or, when
+    `names_required_from` says where the names come from, an error naming the line and that source.
+    """
+    text = _read_text(path)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if str(path).endswith(".pbtxt") or "," in first:
+      return cls.from_file(path)
+    names = display_names() if display_names is not None else {}
+    pairs = []
+    for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+      if not row or not row[0].strip():
+        continue
+      mid = row[0].strip()
+      if not is_mid(mid):
+        raise AnnotationError(path, line, "LabelName", f"{mid!r} is not a MID")
+      if names_required_from is not None and mid not in names:
+        raise AnnotationError(path, line, "LabelName", f"{mid} has no name in {names_required_from}")
+      pairs.append((mid, names.get(mid, mid)))
+    try:
+      return cls.from_pairs(pairs)
+    except ValueError as e:
+      raise AnnotationError(path, None, "LabelName", str(e)) from None
 
   def __len__(self) -> int:
     return len(self.mids)

@@ -90,17 +90,9 @@ class NoTrainableClassesError(ValueError):
 
 
 def read_class_list(path: str, display_names=None) -> labels_lib.LabelMap:
-  """A release's class list: class-descriptions CSV, label-map .pbtxt, or one MID per line.
-
-  A bare MID list takes its display names from `display_names()` (a callable returning a MID -> name
-  mapping, e.g. the dataset's; asked only then), or the MID itself where it has none.
-  """
-  with open(path, encoding="utf-8-sig") as f:
-    lines = [line.strip() for line in f if line.strip()]
-  if lines and all(labels_lib.is_mid(line) for line in lines):
-    names = display_names() if display_names else {}
-    return labels_lib.LabelMap(tuple(lines), tuple(names.get(m, m) for m in lines))
-  return labels_lib.LabelMap.from_file(path)
+  """The task's `class_list` file (`LabelMap.from_class_list`); a bare MID list takes its names from
+  `display_names()` (e.g. the dataset's), or the MID where it has none."""
+  return labels_lib.LabelMap.from_class_list(path, display_names)
 
 
 def trainable_classes(train_positives: np.ndarray, validation_positives: np.ndarray,

@@ -21,16 +21,13 @@ What every converter shares, and the reason it is here rather than in each:
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
-import io
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from oi_models import labels
-from oi_models.io.errors import AnnotationError
 
 
 class ConversionError(ValueError):
@@ -223,28 +220,10 @@ def kinds() -> Dict[str, str]:
 
 
 def read_class_list(path: str, descriptions: Optional[str] = None) -> labels.LabelMap:
-  """A model's classes in output order, from the official files.
-
-  `path` is a `.pbtxt` label map, a class-descriptions CSV (`MID,DisplayName`), or a list of MIDs one
-  per line (`classes-trainable.txt`); for the last, display names come from `descriptions` (the
-  class-descriptions CSV) when given, else each name is its MID.
-  """
-  text = open(path, encoding="utf-8-sig", newline="").read()
-  first = next((line for line in text.splitlines() if line.strip()), "")
-  if str(path).endswith(".pbtxt") or "," in first:
-    return labels.LabelMap.from_file(path)
-  names = labels.LabelMap.from_csv(descriptions) if descriptions else None
-  pairs = []
-  for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
-    if not row or not row[0].strip():
-      continue
-    mid = row[0].strip()
-    if not labels.is_mid(mid):
-      raise AnnotationError(path, line, "LabelName", f"{mid!r} is not a MID")
-    if names is not None and mid not in names:
-      raise AnnotationError(path, line, "LabelName", f"{mid} has no name in {descriptions}")
-    pairs.append((mid, names.name(mid) if names is not None else mid))
-  try:
-    return labels.LabelMap.from_pairs(pairs)
-  except ValueError as e:
-    raise AnnotationError(path, None, "LabelName", str(e)) from None
+  """A model's classes in output order (`LabelMap.from_class_list`); a bare MID list takes its names
+  from the class-descriptions CSV `descriptions`, which must name every MID, else from the MIDs."""
+  def names() -> dict[str, str]:
+    described = labels.LabelMap.from_csv(descriptions)
+    return dict(zip(described.mids, described.names))
+  return labels.LabelMap.from_class_list(path, names if descriptions else None,
+                                         names_required_from=descriptions)
