@@ -11,7 +11,6 @@ dataset builder reads them (see `serving.inference`); a bad one is reported with
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import flags
@@ -35,46 +34,27 @@ def classify(inputs, saved_model: str, *, image_list=None, batch_size=16, min_sc
   import numpy as np  # pylint: disable=import-outside-toplevel
   from oi_models.evaluation import predictions  # pylint: disable=import-outside-toplevel
   from oi_models.serving import inference  # pylint: disable=import-outside-toplevel
-  paths, failures = inference.find_images(inputs, image_list)
-  inference.make_parents(output_csv, output_jsonl, failures_csv)
-  _, signature, label_map, _ = inference.load_saved_model(saved_model)
-  ids, labels, scores, done = [], [], [], 0
-  jsonl = open(output_jsonl, "w", encoding="utf-8") if output_jsonl else None  # pylint: disable=consider-using-with
-  if draw_dir:
-    os.makedirs(draw_dir, exist_ok=True)
-  bar = inference.progress(len(paths))
-  try:
-    for batch in inference.read_batches(paths, batch_size, failures):
-      out = {k: v.numpy() for k, v in signature(image_bytes=np.array([b.jpeg for b in batch],
-                                                                     dtype=object)).items()}
-      for i, image in enumerate(batch):
-        probs = out["probs"][i]
-        keep = np.flatnonzero(probs >= min_score)
-        ids += [image.image_id] * len(keep)
-        labels.append(keep)
-        scores.append(probs[keep])
-        top = [(label_map.mids[c], label_map.names[c], float(probs[c]))
-               for c in out["top_k_classes"][i]]
-        if jsonl:
-          jsonl.write(json.dumps({"ImageID": image.image_id, "path": image.path, "top": [
-              {"LabelName": m, "DisplayName": n, "Score": s} for m, n, s in top]}) + "\n")
-        if draw_dir:
-          _draw(image, top, draw_dir)
-        done += 1
-      bar.update(len(batch))
-    bar.update(len(paths) - bar.n)
-  finally:
-    bar.close()
-    if jsonl:
-      jsonl.close()
+  run = inference.Run(inputs, saved_model, image_list=image_list, batch_size=batch_size,
+                      output_files=[output_csv], output_jsonl=output_jsonl, draw_dir=draw_dir)
+  label_map = run.label_map
+  ids, labels, scores = [], [], []
+  for image, out in run.results():
+    probs = out["probs"]
+    keep = np.flatnonzero(probs >= min_score)
+    ids += [image.image_id] * len(keep)
+    labels.append(keep)
+    scores.append(probs[keep])
+    top = [(label_map.mids[c], label_map.names[c], float(probs[c])) for c in out["top_k_classes"]]
+    run.write_json({"ImageID": image.image_id, "path": image.path, "top": [
+        {"LabelName": m, "DisplayName": n, "Score": s} for m, n, s in top]})
+    if draw_dir:
+      _draw(image, top, draw_dir)
   if output_csv:
     predictions.write_predictions(
         output_csv, np.asarray(ids, dtype=str),
         np.concatenate(labels) if labels else np.zeros(0, np.int64),
         np.concatenate(scores) if scores else np.zeros(0), None, label_map, predictions.CLASSIFICATION)
-  if failures_csv:
-    inference.write_failures(failures_csv, failures)
-  return inference.report("oi-classify", done, failures)
+  return run.finish("oi-classify", failures_csv)
 
 
 def _draw(image, top, draw_dir):

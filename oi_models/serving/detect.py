@@ -12,7 +12,6 @@ with its reason, listed in --failures_csv, and skipped. The exit status is 1 if 
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import flags
@@ -38,42 +37,28 @@ def detect(inputs, saved_model: str, *, image_list=None, batch_size=8, min_score
   import numpy as np  # pylint: disable=import-outside-toplevel
   from oi_models.evaluation import predictions  # pylint: disable=import-outside-toplevel
   from oi_models.serving import inference  # pylint: disable=import-outside-toplevel
-  paths, failures = inference.find_images(inputs, image_list)
-  inference.make_parents(output_csv, output_kaggle, output_jsonl, failures_csv)
-  _, signature, label_map, _ = inference.load_saved_model(saved_model)
+  run = inference.Run(inputs, saved_model, image_list=image_list, batch_size=batch_size,
+                      output_files=[output_csv, output_kaggle], output_jsonl=output_jsonl,
+                      draw_dir=draw_dir)
+  label_map = run.label_map
   rows = {"image_ids": [], "labels": [], "scores": [], "boxes": []}
   done_ids = []
-  jsonl = open(output_jsonl, "w", encoding="utf-8") if output_jsonl else None  # pylint: disable=consider-using-with
-  if draw_dir:
-    os.makedirs(draw_dir, exist_ok=True)
-  bar = inference.progress(len(paths))
-  try:
-    for batch in inference.read_batches(paths, batch_size, failures):
-      out = {k: v.numpy() for k, v in signature(image_bytes=np.array([b.jpeg for b in batch],
-                                                                     dtype=object)).items()}
-      for i, image in enumerate(batch):
-        keep = (out["detection_class_index"][i] >= 0) & (out["detection_scores"][i] >= min_score)
-        boxes = out["detection_boxes"][i][keep]
-        scores = out["detection_scores"][i][keep]
-        classes = out["detection_class_index"][i][keep]
-        done_ids.append(image.image_id)
-        rows["image_ids"] += [image.image_id] * len(scores)
-        rows["labels"].append(classes)
-        rows["scores"].append(scores)
-        rows["boxes"].append(boxes)
-        if jsonl:
-          jsonl.write(json.dumps({"ImageID": image.image_id, "path": image.path, "detections": [
-              {"LabelName": label_map.mids[c], "DisplayName": label_map.names[c], "Score": float(s),
-               "XMin": float(b[1]), "XMax": float(b[3]), "YMin": float(b[0]), "YMax": float(b[2])}
-              for c, s, b in zip(classes, scores, boxes)]}) + "\n")
-        if draw_dir:
-          _draw(image, boxes, scores, classes, label_map, draw_dir, draw_min_score)
-      bar.update(len(batch))
-    bar.update(len(paths) - bar.n)
-  finally:
-    bar.close()
-    if jsonl:
-      jsonl.close()
+  for image, out in run.results():
+    keep = (out["detection_class_index"] >= 0) & (out["detection_scores"] >= min_score)
+    boxes = out["detection_boxes"][keep]
+    scores = out["detection_scores"][keep]
+    classes = out["detection_class_index"][keep]
+    done_ids.append(image.image_id)
+    rows["image_ids"] += [image.image_id] * len(scores)
+    rows["labels"].append(classes)
+    rows["scores"].append(scores)
+    rows["boxes"].append(boxes)
+    run.write_json({"ImageID": image.image_id, "path": image.path, "detections": [
+        {"LabelName": label_map.mids[c], "DisplayName": label_map.names[c], "Score": float(s),
+         "XMin": float(b[1]), "XMax": float(b[3]), "YMin": float(b[0]), "YMax": float(b[2])}
+        for c, s, b in zip(classes, scores, boxes)]})
+    if draw_dir:
+      _draw(image, boxes, scores, classes, label_map, draw_dir, draw_min_score)
   labels = np.concatenate(rows["labels"]) if rows["labels"] else np.zeros(0, np.int64)
   scores = np.concatenate(rows["scores"]) if rows["scores"] else np.zeros(0)
   boxes = np.concatenate(rows["boxes"]) if rows["boxes"] else np.zeros((0, 4))
@@ -83,9 +68,7 @@ def detect(inputs, saved_model: str, *, image_list=None, batch_size=8, min_score
   if output_kaggle:
     predictions.write_predictions(output_kaggle, ids, labels, scores, boxes, label_map,
                                   predictions.KAGGLE, all_image_ids=np.asarray(done_ids, dtype=str))
-  if failures_csv:
-    inference.write_failures(failures_csv, failures)
-  return inference.report("oi-detect", len(done_ids), failures)
+  return run.finish("oi-detect", failures_csv)
 
 
 def _draw(image, boxes, scores, classes, label_map, draw_dir, min_score):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import json
 import os
 import pathlib
 from typing import Iterable, Iterator, Sequence
@@ -127,3 +128,64 @@ def report(command: str, done: int, failures: Sequence[Failure]) -> int:
   for failure in failures[:20]:
     print(f"  {failure.reason}: {failure.message}")
   return 1 if failures else 0
+
+
+class Run:
+  """One pass of an oi-export SavedModel over images, as oi-detect and oi-classify make it.
+
+    run = Run(inputs, saved_model, batch_size=8, output_files=[csv], output_jsonl=..., draw_dir=...)
+    for image, outputs in run.results():
+      ...  # outputs: {signature output: this image's array}; run.write_json(record) if wanted
+    status = run.finish("oi-detect", failures_csv)
+
+  The images are found (`find_images`) and the SavedModel loaded when the run is made; `results`
+  reads batches of `batch_size` (bad images go to `failures`), calls the `image_bytes` signature once
+  per batch and yields the images in order, with a progress bar; `finish` writes the failures CSV and
+  prints the outcome.
+  """
+
+  def __init__(self, inputs: Sequence[str], saved_model: str, *, image_list: str | None = None,
+               batch_size: int = 8, output_files: Sequence[str | None] = (),
+               output_jsonl: str | None = None, draw_dir: str | None = None):
+    self.paths, self.failures = find_images(inputs, image_list)
+    make_parents(*output_files, output_jsonl)
+    self._loaded, self._signature, self.label_map, self.hierarchy = load_saved_model(saved_model)
+    self.batch_size = batch_size
+    self.output_jsonl = output_jsonl
+    self.draw_dir = draw_dir
+    self.done = 0
+    self._jsonl = None
+
+  def results(self) -> Iterator[tuple[Image, dict]]:
+    """(image, {output name: numpy array of this image}) for each readable image, in order."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    if self.draw_dir:
+      os.makedirs(self.draw_dir, exist_ok=True)
+    bar = progress(len(self.paths))
+    self._jsonl = open(self.output_jsonl, "w", encoding="utf-8") if self.output_jsonl else None  # pylint: disable=consider-using-with
+    try:
+      for batch in read_batches(self.paths, self.batch_size, self.failures):
+        encoded = np.array([image.jpeg for image in batch], dtype=object)
+        outputs = {k: v.numpy() for k, v in self._signature(image_bytes=encoded).items()}
+        for i, image in enumerate(batch):
+          yield image, {k: v[i] for k, v in outputs.items()}
+          self.done += 1
+        bar.update(len(batch))
+      bar.update(len(self.paths) - bar.n)  # the images that failed
+    finally:
+      bar.close()
+      if self._jsonl:
+        self._jsonl.close()
+      self._jsonl = None
+
+  def write_json(self, record: dict) -> None:
+    """Appends `record` as one line of --output_jsonl (nothing without one); within `results`."""
+    if self._jsonl:
+      self._jsonl.write(json.dumps(record) + "\n")
+
+  def finish(self, command: str, failures_csv: str | None = None) -> int:
+    """Writes the failures CSV, prints the outcome; the exit status (0: every image was used)."""
+    if failures_csv:
+      make_parents(failures_csv)
+      write_failures(failures_csv, self.failures)
+    return report(command, self.done, self.failures)

@@ -20,6 +20,7 @@ import yaml
 
 from oi_models import labels
 from oi_models.configs import faster_rcnn as faster_rcnn_config
+from oi_models.datasets import make_sample
 from tests.conftest import REPO_ROOT
 from tests.conftest import shared_path
 
@@ -33,9 +34,7 @@ def exported(tmp_path_factory):
   from oi_models.modeling.faster_rcnn import model as model_lib
   tmp = tmp_path_factory.mktemp("detector")
   sample = tmp / "sample"
-  done = subprocess.run([pathlib.Path(sys.executable).parent / "oi-make-sample", f"--out_dir={sample}",
-                         "--num_images=8", "--splits=2,2,4"], capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stderr[-3000:]
+  make_sample.make_sample(sample, num_images=8, splits=(2, 2, 4))
   classes = labels.LabelMap.from_csv(sample / "class-descriptions-boxable.csv")
   hierarchy = sample / "bbox_labels_600_hierarchy.json"
   config = faster_rcnn_config.tiny(num_classes=len(classes) + 1)
@@ -129,9 +128,10 @@ def test_signatures_as_tf_serving_sees_them(exported):
 
 @pytest.fixture(scope="module")
 def detected(exported, tmp_path_factory):
-  """oi-detect over good and broken files (a folder, a glob and an image list), every output."""
+  """One oi-detect run, every output: good and broken files (a folder, a glob and an image list) and
+  the sample's test split (a second folder, evaluated below)."""
   from tests.serving import image_files
-  _, export_dir, *_ = exported
+  _, export_dir, *_, sample = exported
   tmp = tmp_path_factory.mktemp("detect")
   files = image_files.write(tmp / "images")
   (tmp / "list.txt").write_text("images/png.png\nimages/notes.jpg\n")
@@ -141,23 +141,25 @@ def detected(exported, tmp_path_factory):
        f"--image_list={tmp / 'list.txt'}", "--batch_size=3", f"--output_csv={out}/p.csv",
        f"--output_kaggle={out}/k.csv", f"--output_jsonl={out}/p.jsonl", f"--draw_dir={out}/drawn",
        f"--failures_csv={out}/failures.csv", "--draw_min_score=0", str(tmp / "images"),
-       str(tmp / "images" / "*.png"), str(tmp / "missing" / "*.jpg")],
+       str(tmp / "images" / "*.png"), str(tmp / "missing" / "*.jpg"), str(sample / "test")],
       capture_output=True, text=True, timeout=900, cwd=tmp)
-  return done, files, out
+  test_ids = sorted(p.stem for p in (sample / "test").iterdir())
+  return done, files, out, test_ids
 
 
 def test_detect_writes_every_format_and_reports_bad_images(detected, exported):
   import pandas as pd
-  done, files, out = detected
+  done, files, out, test_ids = detected
   _, _, results, _, paths, _, classes, _ = exported
   assert done.returncode == 1, done.stdout + done.stderr[-2000:]
   failures = pd.read_csv(out / "failures.csv")
   reasons = {pathlib.Path(p).name: r for p, r in zip(failures.path, failures.reason)}
   assert reasons == dict(files["bad"], **{"*.jpg": "not_found"}), failures
-  assert "6 images done, 4 failed" in done.stdout
-  rows = pd.read_csv(out / "p.csv")
-  assert list(rows.columns) == ["ImageID", "LabelName", "Score", "XMin", "XMax", "YMin", "YMax"]
-  assert set(rows.ImageID) == set(files["good"])
+  assert f"{6 + len(test_ids)} images done, 4 failed" in done.stdout
+  every = pd.read_csv(out / "p.csv")
+  assert list(every.columns) == ["ImageID", "LabelName", "Score", "XMin", "XMax", "YMin", "YMax"]
+  assert set(every.ImageID) == set(files["good"]) | set(test_ids)
+  rows = every[every.ImageID.isin(files["good"])]
   assert set(rows.LabelName) <= set(classes.mids)
   # The photo's rows are the SavedModel's own outputs for its bytes (the fresh-process run above).
   i = [pathlib.Path(p).stem for p in paths].index("0000313e5dccf13b")
@@ -170,22 +172,23 @@ def test_detect_writes_every_format_and_reports_bad_images(detected, exported):
   plain = rows[rows.ImageID == "plain"].drop(columns="ImageID").to_numpy()
   np.testing.assert_array_equal(rows[rows.ImageID == "exif_rotated"].drop(columns="ImageID").to_numpy(), plain)
   kaggle = pd.read_csv(out / "k.csv", keep_default_na=False)
-  assert sorted(kaggle.ImageId) == sorted(files["good"])
-  assert sum(len(s.split()) for s in kaggle.PredictionString) == 6 * len(rows)
+  assert sorted(kaggle.ImageId) == sorted(files["good"] + test_ids)
+  assert sum(len(s.split()) for s in kaggle.PredictionString) == 6 * len(every)
   lines = [json.loads(line) for line in (out / "p.jsonl").read_text().splitlines()]
-  assert sorted(x["ImageID"] for x in lines) == sorted(files["good"])
-  assert sum(len(x["detections"]) for x in lines) == len(rows)
-  assert sorted(p.stem for p in (out / "drawn").iterdir()) == sorted(files["good"])
+  assert sorted(x["ImageID"] for x in lines) == sorted(files["good"] + test_ids)
+  assert sum(len(x["detections"]) for x in lines) == len(every)
+  assert sorted(p.stem for p in (out / "drawn").iterdir()) == sorted(files["good"] + test_ids)
 
 
-def test_detect_csv_evaluates_with_oi_evaluate(exported, tmp_path):
-  """oi-detect on the sample's test images, then oi-evaluate against their ground truth."""
-  _, export_dir, _, _, _, hierarchy, _, sample = exported
+def test_detect_csv_evaluates_with_oi_evaluate(exported, detected, tmp_path):
+  """oi-detect's rows of the sample's test images, evaluated by oi-evaluate on their ground truth."""
+  import pandas as pd
+  _, _, _, _, _, hierarchy, _, sample = exported
+  _, _, out, test_ids = detected
+  rows = pd.read_csv(out / "p.csv")
   csv = tmp_path / "test.csv"
-  done = subprocess.run([pathlib.Path(sys.executable).parent / "oi-detect", f"--saved_model={export_dir}",
-                         f"--output_csv={csv}", str(sample / "test")],
-                        capture_output=True, text=True, timeout=900)
-  assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+  rows[rows.ImageID.isin(test_ids)].to_csv(csv, index=False)
+  assert set(pd.read_csv(csv).ImageID) == set(test_ids)
   done = subprocess.run(
       [pathlib.Path(sys.executable).parent / "oi-evaluate", "--task=detection",
        f"--boxes={sample / 'test-annotations-bbox.csv'}",
