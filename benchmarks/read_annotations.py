@@ -13,9 +13,10 @@ in --work_dir, then times, each in its own subprocess so that peak RSS belongs t
 
 Figures are medians over --repeats: wall seconds, rows/s, CPU seconds (user + system, all threads),
 peak RSS (the child's ru_maxrss from wait4), and ratios to pandas measured in the same run, runs of
-the two readers interleaved. The machine's load average is printed before and after: pyarrow parses
-each segment with threads, so on a machine whose cores are busy with
-other work the wall-time ratio falls towards the CPU-time ratio. Targets on the full-size file:
+the two readers interleaved. The machine's load average is printed before and after, and whether
+oi_models parsed with pyarrow's threads: it does only when a core is free for them
+(`csv_engine.parse_threads`), so on a machine whose cores are busy with other work both readers run
+single-threaded and the wall-time ratio is about the CPU-time ratio. Targets on the full-size file:
 oi_models wall speed >= 1.8x pandas, peak RSS <= 1/4 of pandas'.
 
     python benchmarks/read_annotations.py                       # 3M rows, 3 runs (make bench)
@@ -172,7 +173,9 @@ def generate(path: pathlib.Path, rows: int, images_per_row: float, seed: int = 0
 
 
 def _run_oi_models(path: str, chunk_bytes: int | None) -> dict:
+  from oi_models.io import csv_engine  # pylint: disable=g-import-not-at-top
   from oi_models.io import readers  # pylint: disable=g-import-not-at-top
+  threads = csv_engine.parse_threads()  # What the read below decides when it starts.
   start = time.perf_counter()
   kwargs = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
   report = readers.ReadReport()
@@ -184,7 +187,7 @@ def _run_oi_models(path: str, chunk_bytes: int | None) -> dict:
     checksum += float(table.xmin[0])
   seconds = time.perf_counter() - start
   return {"seconds": seconds, "rows": rows, "groups": groups, "checksum": checksum,
-          "skipped": sum(report.skipped.values())}
+          "skipped": sum(report.skipped.values()), "threads": threads}
 
 
 def _run_pandas(path: str, chunk_bytes: int | None) -> dict:
@@ -272,6 +275,9 @@ def main(argv):
     raise RuntimeError(f"readers disagree: {first}")
   print(f"{path.name}: {path.stat().st_size / 2**20:,.0f} MB, medians of {repeats} run(s); "
         f"{before} before, {_load()} after")
+  if "oi_models" in results:
+    modes = sorted({"with" if r["threads"] else "without" for r in results["oi_models"]})
+    print(f"oi_models parsed {' and '.join(modes)} pyarrow's threads")
   print(_table(results))
 
 

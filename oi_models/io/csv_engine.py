@@ -380,7 +380,7 @@ class _Guarded:
   Places are 0-based line indices within the segment (physical lines, as read).
   """
 
-  data: bytes
+  data: bytes | memoryview  # A view of the bytes as read when they hold no quote.
   strays: list  # (line index, field index, line text)
   multiline: list  # (line index where the record starts, newlines inside the record)
   has_quotes: bool
@@ -511,7 +511,6 @@ class _Stream:
     self.header = read_header(path)
     self.names = columns(path, fmt, wanted)  # as written -> canonical
     self.chunk_bytes = max(int(chunk_bytes), 1)
-    self._tail = b""  # Read past the last segment's last newline: the next segment's start.
     self.threads = parse_threads()
     self.lines = _LineMap()
 
@@ -537,45 +536,31 @@ class _Stream:
     data = self._read(f)
     if not data:
       return None
-    guarded = _guard(data, len(self.header), self.fmt.multiline, lambda: self._readline(f))
+    if data.obj.find(b'"', 0, len(data)) < 0:
+      guarded = _Guarded(data, [], [], False)
+    else:
+      guarded = _guard(data.tobytes(), len(self.header), self.fmt.multiline, f.readline)
     try:
       return guarded, self._parse(guarded, True, [])
     except pa.ArrowInvalid:
       return guarded, None
 
-  def _read(self, f) -> bytearray:
+  def _read(self, f) -> memoryview:
     """About `chunk_bytes` of whole lines (the file's last line may lack its end); empty at the end.
 
-    The file is read straight into the segment's buffer; the part line after its last newline is
-    kept for the next segment (no second copy of the segment to complete its last line).
+    A read that ends inside a line is cut after its last newline and the file is sought back to
+    it, so the segment is the bytes as read (no second copy to complete its last line).
     """
-    tail = self._tail
-    data = bytearray(max(self.chunk_bytes, len(tail) + 1))
-    data[:len(tail)] = tail
-    size = len(tail) + f.readinto(memoryview(data)[len(tail):])
-    if size < len(data):  # The file's end.
-      del data[size:]
-      self._tail = b""
-      return data
-    end = data.rfind(b"\n") + 1
-    if not end:  # One line longer than a segment.
-      data += f.readline()
-      end = len(data)
-    self._tail = bytes(data[end:])
-    del data[end:]
-    return data
-
-  def _readline(self, f) -> bytes:
-    """The line after the segment read last (a multi-line record may need it); b"" at the end."""
-    tail = self._tail
-    if not tail:
-      return f.readline()
-    end = tail.find(b"\n") + 1
-    if not end:
-      self._tail = b""
-      return tail + f.readline()
-    self._tail = tail[end:]
-    return tail[:end]
+    data = f.read(self.chunk_bytes)
+    end = len(data)
+    if end == self.chunk_bytes:  # Not the file's end.
+      end = data.rfind(b"\n") + 1
+      if not end:  # One line longer than a segment.
+        data += f.readline()
+        end = len(data)
+      else:
+        f.seek(end - len(data), os.SEEK_CUR)
+    return memoryview(data)[:end]
 
   def _types(self, typed: bool) -> dict:
     types = {}
