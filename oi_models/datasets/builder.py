@@ -383,12 +383,15 @@ def _read_table(kind: str, path: str, spec: SplitSpec, counts):
 
 
 def _read_listing(spec: SplitSpec, counts) -> tuple[np.ndarray, np.ndarray] | None:
-  """Listed ImageIDs (sorted unique uint64) and their rotations, from the metadata file, or None."""
+  """Listed ImageIDs (sorted unique uint64) and their rotations, from the metadata file, or None.
+
+  Only ImageID and Rotation are read: a damaged URL, size or MD5 field costs no image.
+  """
   path = spec.files.get("metadata")
   if not path:
     return None
   report = readers.ReadReport(path=str(path))
-  meta = readers.read_image_metadata(path, strict=False, report=report)
+  meta = readers.read_image_metadata(path, strict=False, report=report, columns=("Rotation",))
   _add_read_report(counts, "metadata", report)
   keys, first = np.unique(np.asarray(meta.image_id, np.uint64), return_index=True)
   counts.add("metadata/dropped/duplicate_image_row", len(meta.image_id) - len(keys))
@@ -605,7 +608,7 @@ def _beam_read_rows(path: str, kind: str, spec: SplitSpec):
 def _beam_read_metadata(path: str, spec: SplitSpec):
   counts = _BeamCounts(spec.split)
   report = readers.ReadReport(path=str(path))
-  meta = readers.read_image_metadata(path, strict=False, report=report)
+  meta = readers.read_image_metadata(path, strict=False, report=report, columns=("Rotation",))
   _add_read_report(counts, "metadata", report)
   ids = readers.key_to_image_id(np.asarray(meta.image_id, np.uint64)).tolist()
   for image_id, rotation in zip(ids, np.asarray(meta.rotation, np.float32).tolist()):
@@ -731,8 +734,8 @@ def report_from_counters(pipeline_result, splits: Iterable[str]) -> dict[str, Co
 # The builder.
 
 
-def _resolve_classes(wanted: Sequence[str], boxable: labels_lib.LabelMap,
-                     image_level: labels_lib.LabelMap) -> set[str]:
+def resolve_classes(wanted: Sequence[str], boxable: labels_lib.LabelMap,
+                    image_level: labels_lib.LabelMap) -> set[str]:
   """MIDs of `wanted` (MIDs or display names, case-insensitive); unknown ones are an error."""
   by_name = {}
   for lm in (image_level, boxable):
@@ -870,7 +873,7 @@ class OpenImages(tfds.core.GeneratorBasedBuilder):
     except ValueError as e:  # AnnotationError: names the file and the MIDs.
       raise BuildError(f"class hierarchy: {e}") from None
     hierarchy = hierarchy_path.read_text("utf-8")
-    selected = _resolve_classes(config.classes, boxable, image_level) if config.classes else None
+    selected = resolve_classes(config.classes, boxable, image_level) if config.classes else None
     box_mids, box_remap = _subset(boxable, selected)
     image_mids, label_remap = _subset(image_level, selected)
     self.info.features["objects"]["label"].names = box_mids

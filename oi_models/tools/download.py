@@ -171,7 +171,7 @@ def select_images(root: pathlib.Path, release_name: str, split: str, classes,
                                                       "boxable class list"))
   image_level = labels.LabelMap.from_csv(releases.require(root, release.image_level_classes,
                                                           "image-level class list"))
-  mids = builder._resolve_classes(classes, boxable, image_level)  # pylint: disable=protected-access
+  mids = builder.resolve_classes(classes, boxable, image_level)
   files = release.splits[split]
   found, notes = [], []
   box_file = releases.require(root, files.boxes, f"{split} boxes")
