@@ -59,9 +59,30 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(exported, tmp_path_factory):
+def classify_started(exported, tmp_path_factory):
+  """oi-classify over good and broken files, started in the background (it runs while `served`
+  reloads the SavedModel): (process, the files, its output folder)."""
+  from tests.serving import image_files
+  _, export_dir, _ = exported
+  tmp = tmp_path_factory.mktemp("classify")
+  files = image_files.write(tmp / "images")
+  out = tmp / "out"
+  process = subprocess.Popen(  # pylint: disable=consider-using-with
+      [pathlib.Path(sys.executable).parent / "oi-classify", f"--saved_model={export_dir}",
+       "--batch_size=4", "--min_score=0", f"--output_csv={out}/labels.csv",
+       f"--output_jsonl={out}/top.jsonl", f"--draw_dir={out}/drawn", f"--failures_csv={out}/failures.csv",
+       str(tmp / "images")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  yield process, files, out
+  if process.poll() is None:
+    process.kill()
+    process.communicate()
+
+
+@pytest.fixture(scope="module")
+def served(exported, classify_started, tmp_path_factory):
   """Outputs of every signature, from a fresh process."""
   from tests.conftest import shared_path
+  del classify_started  # started first, so that it overlaps this reload
   _, export_dir, tmp = exported
   paths = _images(shared_path, tmp)
   out = str(tmp / "served.npz")
@@ -131,19 +152,13 @@ def test_assets_hold_the_classes_and_config(exported):
   assert "preprocessing: vgg" in config and "center_crop_fraction: 0.875" in config
 
 
-def test_classify_writes_every_format_and_reports_bad_images(exported, served, tmp_path):
+def test_classify_writes_every_format_and_reports_bad_images(classify_started, served):
   import pandas as pd
   from tests.serving import image_files
-  _, export_dir, _ = exported
   results, _, paths = served
-  files = image_files.write(tmp_path / "images")
-  out = tmp_path / "out"
-  done = subprocess.run(
-      [pathlib.Path(sys.executable).parent / "oi-classify", f"--saved_model={export_dir}",
-       "--batch_size=4", "--min_score=0", f"--output_csv={out}/labels.csv",
-       f"--output_jsonl={out}/top.jsonl", f"--draw_dir={out}/drawn", f"--failures_csv={out}/failures.csv",
-       str(tmp_path / "images")], capture_output=True, text=True, timeout=600)
-  assert done.returncode == 1, done.stdout + done.stderr[-2000:]
+  process, files, out = classify_started
+  stdout, stderr = process.communicate(timeout=600)
+  assert process.returncode == 1, stdout + stderr[-2000:]
   failures = pd.read_csv(out / "failures.csv")
   assert dict(zip(failures.path.map(lambda p: pathlib.Path(p).name), failures.reason)) == files["bad"]
   rows = pd.read_csv(out / "labels.csv")

@@ -29,7 +29,8 @@ SCORE_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def export(tmp_path_factory):
+  """(model, SavedModel folder, hierarchy, classes, sample) of one oi-export run."""
   import tf_keras
   from oi_models.modeling.faster_rcnn import model as model_lib
   tmp = tmp_path_factory.mktemp("detector")
@@ -52,9 +53,41 @@ def exported(tmp_path_factory):
        f"--config_file={converted / 'config.yaml'}", f"--export_dir={export_dir}",
        f"--hierarchy={hierarchy}", "--expand_hierarchy"], capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
+  return model, export_dir, hierarchy, classes, sample
+
+
+@pytest.fixture(scope="module")
+def detect_started(export, tmp_path_factory):
+  """oi-detect, started in the background (it runs while the SavedModel is reloaded for `exported`):
+  good and broken files (a folder, a glob and an image list) and the sample's test split (a second
+  folder, evaluated below)."""
+  from tests.serving import image_files
+  _, export_dir, _, _, sample = export
+  tmp = tmp_path_factory.mktemp("detect")
+  files = image_files.write(tmp / "images")
+  (tmp / "list.txt").write_text("images/png.png\nimages/notes.jpg\n")
+  out = tmp / "out"
+  process = subprocess.Popen(  # pylint: disable=consider-using-with
+      [pathlib.Path(sys.executable).parent / "oi-detect", f"--saved_model={export_dir}",
+       f"--image_list={tmp / 'list.txt'}", "--batch_size=3", f"--output_csv={out}/p.csv",
+       f"--output_kaggle={out}/k.csv", f"--output_jsonl={out}/p.jsonl", f"--draw_dir={out}/drawn",
+       f"--failures_csv={out}/failures.csv", "--draw_min_score=0", str(tmp / "images"),
+       str(tmp / "images" / "*.png"), str(tmp / "missing" / "*.jpg"), str(sample / "test")],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp)
+  yield process, files, out, sorted(p.stem for p in (sample / "test").iterdir())
+  if process.poll() is None:
+    process.kill()
+    process.communicate()
+
+
+@pytest.fixture(scope="module")
+def exported(export, detect_started, tmp_path_factory):
+  """The export, reloaded in a fresh process: every signature's outputs on two real photos."""
+  del detect_started  # started first, so that it overlaps this reload
+  model, export_dir, hierarchy, classes, sample = export
   photos = shared_path("images", "train_2018_pyaf")
   paths = [str(photos / "000013ba71c12506.jpg"), str(photos / "0000313e5dccf13b.jpg")]
-  out = str(tmp / "served.npz")
+  out = str(tmp_path_factory.mktemp("served") / "served.npz")
   done = subprocess.run([sys.executable, "-m", "tests.serving.saved_model_runner", str(export_dir),
                          out, *paths], capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -127,23 +160,11 @@ def test_signatures_as_tf_serving_sees_them(exported):
 
 
 @pytest.fixture(scope="module")
-def detected(exported, tmp_path_factory):
-  """One oi-detect run, every output: good and broken files (a folder, a glob and an image list) and
-  the sample's test split (a second folder, evaluated below)."""
-  from tests.serving import image_files
-  _, export_dir, *_, sample = exported
-  tmp = tmp_path_factory.mktemp("detect")
-  files = image_files.write(tmp / "images")
-  (tmp / "list.txt").write_text("images/png.png\nimages/notes.jpg\n")
-  out = tmp / "out"
-  done = subprocess.run(
-      [pathlib.Path(sys.executable).parent / "oi-detect", f"--saved_model={export_dir}",
-       f"--image_list={tmp / 'list.txt'}", "--batch_size=3", f"--output_csv={out}/p.csv",
-       f"--output_kaggle={out}/k.csv", f"--output_jsonl={out}/p.jsonl", f"--draw_dir={out}/drawn",
-       f"--failures_csv={out}/failures.csv", "--draw_min_score=0", str(tmp / "images"),
-       str(tmp / "images" / "*.png"), str(tmp / "missing" / "*.jpg"), str(sample / "test")],
-      capture_output=True, text=True, timeout=900, cwd=tmp)
-  test_ids = sorted(p.stem for p in (sample / "test").iterdir())
+def detected(detect_started):
+  """(oi-detect's completed process, the files it read, its output folder, the test split's ids)."""
+  process, files, out, test_ids = detect_started
+  stdout, stderr = process.communicate(timeout=900)
+  done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
   return done, files, out, test_ids
 
 
