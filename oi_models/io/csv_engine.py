@@ -456,10 +456,10 @@ def _extend_record(data: bytes, start: int, end: int, num_fields: int,
 def parse_threads() -> bool:
   """Whether a fast parse uses pyarrow's threads: only when a core is free for them.
 
-  Parsing is most of a read, and pyarrow's threads halve it when they have cores to themselves. On a
+  Parsing is most of a read, and pyarrow's threads spread it over the cores that are free. On a
   machine whose cores are all busy they only share the time this process gets, and the hand-offs
-  between them cost more than they gain: at a load average of 10 on 2 cores a single-threaded
-  read of a 3M-row box file took 0.6x the wall time of a threaded one. The 1-minute load average
+  between them cost more than they gain: at a load average of 10 on 2 cores a single-threaded read
+  of a 3M-row box file took 0.56-0.67x the wall time of a threaded one. The 1-minute load average
   taken when a read starts decides.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
