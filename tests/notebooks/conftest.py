@@ -77,7 +77,7 @@ def notebook_env(tmp_path_factory):
   shared = pathlib.Path(os.environ.get("OI_SHARED", REPO_ROOT.parent / "shared" / "openimages"))
   return {"OI_NOTEBOOK_OUT": str(out), "OI_SHARED": str(shared.resolve()),  # the kernel's cwd differs
           "OI_CLASSIFIER_STEPS": "20", "OI_DETECTOR_STEPS": "1", "OI_FINETUNE_STEPS": "10",
-          "OI_EVAL_IMAGES": "6"}
+          "OI_EVAL_IMAGES": "3"}
 
 
 def outputs_text(nb) -> str:
