@@ -44,9 +44,12 @@ from oi_models.evaluation import report
 from oi_models.modeling import detection_losses
 from oi_models.modeling.faster_rcnn import model as faster_rcnn_model
 from oi_models.modeling.faster_rcnn import preprocessing
+from oi_models.tasks import classification
 from oi_models.tasks import initialization
 
 LABEL_OFFSET = detection_input.LABEL_OFFSET
+# source_id (int64) travels through the replicas' float32 all-reduce as four exact 16-bit pieces.
+_ID_PIECES = 4
 
 
 def _tfds_builder(config: det_cfg.DataConfig) -> tfds.core.DatasetBuilder:
@@ -101,6 +104,7 @@ class DetectorTask(maskrcnn.MaskRCNNTask):
         match_threshold=parser.rpn_match_threshold, unmatched_threshold=parser.rpn_unmatched_threshold,
         rpn_batch_size_per_im=parser.rpn_batch_size_per_im, rpn_fg_fraction=parser.rpn_fg_fraction)
     self._last_result = None
+    self._num_images = 0
 
   def _builder(self, config: det_cfg.DataConfig) -> tfds.core.DatasetBuilder:
     key = (config.tfds_name, config.tfds_data_dir)
@@ -192,6 +196,14 @@ class DetectorTask(maskrcnn.MaskRCNNTask):
   def train_step(self, inputs, model, optimizer, metrics=None):
     """Anchors matched here, then Model Garden's step on normalised images."""
     images, labels = inputs
+    if images.shape[0] is None:
+      # Distributed datasets may lose the static batch, which Model Garden's ROI sampler needs; in
+      # training every replica gets its equal share (drop_remainder).
+      context = tf.distribute.get_replica_context()
+      replicas = context.num_replicas_in_sync if context is not None else 1
+      batch = self.task_config.train_data.global_batch_size // replicas
+      images, labels = tf.nest.map_structure(
+          lambda t: tf.ensure_shape(t, [batch] + t.shape[1:].as_list()), (images, labels))
     anchors = self.anchor_boxes(images)
     labels = dict(labels, anchor_boxes=anchors)
     labels["rpn_score_targets"], labels["rpn_box_targets"] = self.rpn_targets(
@@ -229,21 +241,34 @@ class DetectorTask(maskrcnn.MaskRCNNTask):
     predictions = {k: outputs[k] for k in ("detection_boxes", "detection_scores",
                                            "detection_classes", "num_detections")}
     predictions["image_info"] = labels["image_info"]
-    groundtruths = labels["groundtruths"]
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-      # Every replica gets the whole global batch, so each worker's evaluator sees all of it.
-      groundtruths, predictions = tf.nest.map_structure(lambda x: context.all_gather(x, axis=0),
-                                                        (groundtruths, predictions))
-    return {self.loss: 0.0, "groundtruths": groundtruths, "predictions": predictions}
+    groundtruths = dict(labels["groundtruths"])
+    ids = tf.bitcast(tf.cast(groundtruths.pop("source_id"), tf.int64), tf.uint64)
+    groundtruths["source_id_pieces"] = tf.stack(
+        [tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(ids, tf.constant(16 * i, tf.uint64)),
+                                        tf.constant(0xFFFF, tf.uint64)), tf.float32)
+         for i in range(_ID_PIECES)], axis=-1)
+    # Every replica gets the whole global batch (rows of short or empty last batches masked), so each
+    # worker's evaluator sees all of it: the classifier's all-reduce gather, which every strategy has.
+    gathered = classification.gather_replicas(
+        {**{f"gt/{k}": v for k, v in groundtruths.items()},
+         **{f"pred/{k}": v for k, v in predictions.items()}})
+    return {self.loss: 0.0, "groundtruths": gathered, "predictions": {}}
 
   def aggregate_logs(self, state=None, step_outputs=None):
     """Adds a step's global batch (the first local replica's gathered copy) to the evaluator."""
     if state is None:
       self._evaluator.reset_states()
+      self._num_images = 0
       state = self._evaluator
-    first = lambda d: {k: v[0] if isinstance(v, tuple) else v for k, v in d.items()}
-    groundtruths, predictions = first(step_outputs["groundtruths"]), first(step_outputs["predictions"])
+    gathered = {k: np.asarray(v[0] if isinstance(v, tuple) else v)
+                for k, v in step_outputs["groundtruths"].items()}
+    valid = gathered.pop(classification._VALID) > 0  # pylint: disable=protected-access
+    groundtruths = {k[3:]: v[valid] for k, v in gathered.items() if k.startswith("gt/")}
+    predictions = {k[5:]: v[valid] for k, v in gathered.items() if k.startswith("pred/")}
+    pieces = groundtruths.pop("source_id_pieces").astype(np.uint64)
+    groundtruths["source_id"] = sum(pieces[:, i] << np.uint64(16 * i)
+                                    for i in range(_ID_PIECES)).view(np.int64)
+    self._num_images += int(valid.sum())
     truth, detections = model_garden.detection_columns(groundtruths, predictions, LABEL_OFFSET)
     keys, classes, boxes, group_of, label_keys, label_classes = truth
     if self._expander is not None:
@@ -282,6 +307,7 @@ class DetectorTask(maskrcnn.MaskRCNNTask):
             "expand_ground_truth": self._expander is not None, "expand_predictions": False,
             "iou_threshold": result.iou_threshold, "num_classes": len(self.label_map),
             "num_classes_evaluated": int((result.num_gt > 0).sum()), "global_step": int(step),
+            "num_images": self._num_images,
             "split": config.validation_data.tfds_split}
     summary = report.summary_dict(result.metrics(self.label_map.mids), result.mean_ap,
                                   report.detection_table(result, self.label_map), mode)

@@ -2,6 +2,9 @@
 
   python -m tests.tasks.distributed_run <data_dir> <model_dir> <out.npz> <class_list> <mode> [key=value...]
 
+`experiment=<name>` among the overrides picks another experiment (the tiny detector); class_list `-`
+sets none. The one-batch loss check runs for the classifier only.
+
 The strategy comes from the overrides (`runtime.distribution_strategy=...`, TF_CONFIG for
 multi-worker). Writes every trainable variable of the model as seen by each local replica, the number
 of replicas, and (mirrored) the loss of one global batch summed over the replicas' shares next to the
@@ -22,9 +25,15 @@ def main(data_dir, model_dir, out, class_list, mode, *overrides):
   from oi_models.tasks import strategies  # pylint: disable=import-outside-toplevel
   from tests.tasks import sample_data  # pylint: disable=import-outside-toplevel
 
-  params = exp_factory.get_exp_config("oi_classifier_tiny")
+  experiment = "oi_classifier_tiny"
+  for override in overrides:
+    if override.startswith("experiment="):
+      experiment = override.split("=", 1)[1]
+  overrides = [o for o in overrides if not o.startswith("experiment=")]
+  params = exp_factory.get_exp_config(experiment)
   params.override(sample_data.data_override(data_dir), is_strict=True)
-  params.override({"task": {"class_list": class_list}}, is_strict=True)
+  if class_list != "-":
+    params.override({"task": {"class_list": class_list}}, is_strict=True)
   params = hyperparams.override_params_dict(params, ",".join(overrides), is_strict=True)
   strategy = strategies.build_strategy(params.runtime)
   model, _ = trainer.run_experiment(params, model_dir, mode, strategy=strategy)
@@ -34,7 +43,8 @@ def main(data_dir, model_dir, out, class_list, mode, *overrides):
     for r, value in enumerate(strategy.experimental_local_results(var)):
       arrays[f"var{i}_replica{r}"] = value.numpy()
 
-  if isinstance(strategy, tf.distribute.MirroredStrategy) and strategy.num_replicas_in_sync > 1:
+  if (experiment == "oi_classifier_tiny" and isinstance(strategy, tf.distribute.MirroredStrategy)
+      and strategy.num_replicas_in_sync > 1):
     # One global batch: per-replica loss shares summed, against the loss of the whole batch at once.
     from official.core import task_factory  # pylint: disable=import-outside-toplevel
     task = task_factory.get_task(params.task)

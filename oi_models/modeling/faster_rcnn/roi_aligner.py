@@ -46,7 +46,8 @@ class CropAndResizeAligner(tf_keras.layers.Layer):
     normalized = tf.reshape(tf.cast(boxes, tf.float32) * scale, [-1, 4])
     box_indices = tf.repeat(tf.range(batch), num_boxes)
     size = self._config_dict['crop_size']
-    crops = tf.image.crop_and_resize(feature, normalized, box_indices, [size, size],
+    # CropAndResize has no bfloat16 kernel: crop in float32, hand back the features' dtype.
+    crops = tf.image.crop_and_resize(tf.cast(feature, tf.float32), normalized, box_indices, [size, size],
                                      method=self._config_dict['method'])
     crops = tf.cast(crops, feature.dtype)
     return tf.reshape(crops, tf.concat([[batch, num_boxes, size, size], tf.shape(feature)[3:]], 0))

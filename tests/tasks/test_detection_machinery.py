@@ -1,0 +1,195 @@
+"""The training machinery for the detector as for the classifier: resume after SIGKILL, NaN stop, XLA,
+bfloat16, MirroredStrategy over two logical CPUs and two workers on loopback.
+
+The tiny detector at 64x64 px, batch 2, 8 proposals: each step is cheap, process start and tracing
+dominate. The classifier's helpers and 60-image, 64 px sample (tests/tasks/test_train.py) are reused.
+"""
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from oi_models.tasks import actions
+from oi_models.tasks import registry_imports  # pylint: disable=unused-import
+from oi_models.tasks import strategies
+from oi_models.tasks import trainer
+from tests.conftest import REPO_ROOT
+from tests.tasks import sample_data
+from tests.tasks.test_classification import _scalars
+from tests.tasks.test_train import _assert_evaluated_whole_validation_split
+from tests.tasks.test_train import _checkpoint_step
+from tests.tasks.test_train import _env
+from tests.tasks.test_train import _free_ports
+from tests.tasks.test_train import sample  # pylint: disable=unused-import  (the shared fixture)
+
+TINY = "oi_detector_irv2_tiny"
+SMALL = {"task": {"model": {"preprocessing": {"min_dimension": 64, "max_dimension": 64},
+                            "roi_generator": {"num_proposals": 8},
+                            "roi_sampler": {"num_sampled_rois": 8}},
+                  "train_data": {"global_batch_size": 2},
+                  "validation_data": {"global_batch_size": 2}}}
+SMALL_FLAGS = ["task.model.preprocessing.min_dimension=64", "task.model.preprocessing.max_dimension=64",
+               "task.model.roi_generator.num_proposals=8", "task.model.roi_sampler.num_sampled_rois=8",
+               "task.train_data.global_batch_size=2", "task.validation_data.global_batch_size=2"]
+
+
+def small_params(data_dir, **override):
+  params = sample_data.experiment_params(TINY, data_dir, **SMALL)
+  if override:
+    params.override(override, is_strict=True)
+  return params
+
+
+def _loops(steps, loop):
+  return {"train_steps": steps, "steps_per_loop": loop, "summary_interval": loop,
+          "checkpoint_interval": loop, "validation_interval": steps}
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(sample, tmp_path):
+  data_dir, _ = sample
+  trainer.run_experiment(small_params(data_dir, trainer=_loops(2, 2)), str(tmp_path), "train")
+  good = tf.train.latest_checkpoint(str(tmp_path))
+  assert good.endswith("ckpt-2")
+  bad = small_params(data_dir, task={"losses": {"loss_weight": float("nan")}}, trainer=_loops(4, 2))
+  with pytest.raises(actions.NonFiniteLossError, match=f"step 4.*{re.escape(good)}"):
+    trainer.run_experiment(bad, str(tmp_path), "train")
+  assert tf.train.latest_checkpoint(str(tmp_path)) == good
+
+
+def test_bfloat16_run_computes_in_bfloat16_and_trains(sample, tmp_path):
+  data_dir, _ = sample
+  params = small_params(data_dir, runtime={"mixed_precision_dtype": "bfloat16"},
+                        trainer=_loops(2, 1))
+  try:
+    model, _ = trainer.run_experiment(params, str(tmp_path), "train")
+    convs = [l for l in model.submodules if isinstance(l, tf_keras.layers.Conv2D)]
+    assert convs and all(l.compute_dtype == "bfloat16" for l in convs)
+    assert all(w.dtype == tf.float32 for w in model.trainable_weights)
+    losses = _scalars(f"{tmp_path}/train")["training_loss"]
+    assert [s for s, _ in losses] == [1, 2] and all(math.isfinite(v) for _, v in losses)
+  finally:
+    strategies.set_precision(params.replace(runtime={"mixed_precision_dtype": None}).runtime)
+  assert tf_keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_training_under_xla_auto_clustering_compiles_the_networks(sample, tmp_path):
+  """XLA on CPU: CropAndResize (and NMS) have no XLA kernel, so `jit_compile=True` cannot take the
+  whole step; auto-clustering (benchmarks/detector_train_step.py's XLA rows) compiles the
+  convolutional networks and their gradients, which the dumped XLA modules show, and trains."""
+  data_dir, _ = sample
+  dump = tmp_path / "xla_dump"
+  overrides = ",".join(SMALL_FLAGS + [sample_data.data_flag(data_dir), "trainer.train_steps=2",
+                                      "trainer.steps_per_loop=1", "trainer.summary_interval=1",
+                                      "trainer.checkpoint_interval=2",
+                                      "runtime.distribution_strategy=one_device"])
+  done = subprocess.run(
+      _train_cmd(tmp_path / "run", "--mode=train", f"--params_override={overrides}"),
+      env=_env(TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit",
+               XLA_FLAGS=f"--xla_dump_to={dump}"),
+      capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert _checkpoint_step(tmp_path / "run") == 2
+  losses = _scalars(f"{tmp_path}/run/train")["training_loss"]
+  assert [s for s, _ in losses] == [1, 2] and all(math.isfinite(v) for _, v in losses)
+  modules = [p.read_text() for p in dump.glob("*after_optimizations.txt")]
+  assert any("convolution(" in m for m in modules), sorted(p.name for p in dump.iterdir())[:20]
+
+
+def _train_cmd(model_dir, *flags):
+  return [sys.executable, "-m", "oi_models.tasks.train", f"--experiment={TINY}",
+          f"--model_dir={model_dir}", *flags]
+
+
+def test_sigkill_then_restart_resumes_from_the_last_checkpoint(sample, tmp_path):
+  data_dir, _ = sample
+  model_dir = tmp_path / "run"
+  overrides = ",".join(SMALL_FLAGS + [sample_data.data_flag(data_dir), "trainer.steps_per_loop=2",
+                                      "trainer.summary_interval=2", "trainer.checkpoint_interval=2",
+                                      "runtime.distribution_strategy=one_device"])
+  job = subprocess.Popen(_train_cmd(model_dir, "--mode=train",
+                                    f"--params_override={overrides},trainer.train_steps=100000"),
+                         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  while (_checkpoint_step(model_dir) or 0) < 4:
+    assert job.poll() is None, job.stderr.read()[-3000:]
+    assert time.time() < deadline, "no checkpoint at step >= 4 in time"
+    time.sleep(0.2)
+  job.send_signal(signal.SIGKILL)
+  job.wait()
+  assert job.returncode == -signal.SIGKILL
+  killed_at = _checkpoint_step(model_dir)
+  assert "train_steps: 100000" in (model_dir / "params.yaml").read_text()
+
+  target = killed_at + 2
+  done = subprocess.run(_train_cmd(model_dir, "--mode=train",
+                                   f"--params_override={overrides},trainer.train_steps={target}"),
+                        env=_env(), capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f"restored model from {model_dir}/ckpt-{killed_at}" in done.stdout
+  assert f"train | step: {killed_at:6d} | training until step {target}" in done.stdout
+  assert _checkpoint_step(model_dir) == target
+
+
+def _distributed_cmd(data_dir, model_dir, out, *flags):
+  return [sys.executable, "-m", "tests.tasks.distributed_run", data_dir, str(model_dir), str(out), "-",
+          "train_and_eval", f"experiment={TINY}", *SMALL_FLAGS, "trainer.train_steps=6",
+          "trainer.steps_per_loop=3", "trainer.summary_interval=3", "trainer.checkpoint_interval=6",
+          "trainer.validation_interval=6", *flags]
+
+
+def _assert_identical(first, second, first_replica="replica0", second_replica="replica0"):
+  names = sorted(k for k in first.files if k.startswith("var") and k.endswith(first_replica))
+  assert names
+  for name in names:
+    np.testing.assert_array_equal(first[name],
+                                  second[name.replace(first_replica, second_replica)], err_msg=name)
+
+
+def test_mirrored_over_two_logical_cpus_trains_identical_replicas(sample, tmp_path):
+  data_dir, _ = sample
+  out = tmp_path / "mirrored.npz"
+  done = subprocess.run(
+      _distributed_cmd(data_dir, tmp_path / "run", out, "runtime.distribution_strategy=mirrored",
+                       "runtime.num_cpu_devices=2"),
+      env=_env(), capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = np.load(out)
+  assert int(result["num_replicas"]) == 2
+  _assert_identical(result, result, "replica0", "replica1")
+  _assert_evaluated_whole_validation_split(tmp_path / "run")
+
+
+def test_multi_worker_mirrored_two_processes_on_loopback_end_identical(sample, tmp_path):
+  data_dir, _ = sample
+  workers = [f"localhost:{p}" for p in _free_ports(2)]
+  jobs = []
+  for index in range(2):
+    tf_config = json.dumps({"cluster": {"worker": workers},
+                            "task": {"type": "worker", "index": index}})
+    jobs.append(subprocess.Popen(
+        _distributed_cmd(data_dir, tmp_path / "run", tmp_path / f"worker{index}.npz",
+                         "runtime.distribution_strategy=multi_worker_mirrored"),
+        env=_env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT))
+  for job in jobs:
+    try:
+      _, err = job.communicate(timeout=900)
+    finally:
+      for other in jobs:
+        if other.poll() is None and job.returncode not in (None, 0):
+          other.kill()
+    assert job.returncode == 0, err[-3000:]
+  chief, other = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
+  assert int(chief["num_replicas"]) == int(other["num_replicas"]) == 2
+  _assert_identical(chief, other)
+  assert _checkpoint_step(tmp_path / "run") == 6
+  _assert_evaluated_whole_validation_split(tmp_path / "run")
