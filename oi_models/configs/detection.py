@@ -89,6 +89,9 @@ class Evaluation(hyperparams.Config):
   protocol: str = "challenge"
   iou_threshold: float = 0.5
   expand_hierarchy: bool = True  # ground truth to ancestors, as the challenge protocol evaluates it
+  # Each detection also to its ancestor classes (oi-evaluate --expand_predictions; not the official
+  # protocol, which scores the parents' detections a model makes itself).
+  expand_predictions: bool = False
 
 
 @dataclasses.dataclass

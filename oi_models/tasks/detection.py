@@ -283,6 +283,10 @@ class DetectorTask(maskrcnn.MaskRCNNTask):
       rows, label_classes = self._expander.image_labels(label_classes, confidence)
       label_keys = label_keys[rows]
     state.add_ground_truth(keys, classes, boxes, group_of, label_keys, label_classes)
+    if self._expander is not None and self.task_config.evaluation.expand_predictions:
+      det_keys, det_classes, det_scores, det_boxes = detections
+      rows, det_classes = self._expander.predictions(det_classes)
+      detections = det_keys[rows], det_classes, det_scores[rows], det_boxes[rows]
     state.add_detections(*detections)
     return state
 
@@ -304,7 +308,8 @@ class DetectorTask(maskrcnn.MaskRCNNTask):
     config = self.task_config
     mode = {"task": "detection", "protocol": config.evaluation.protocol,
             "image_level_labels": result.uses_image_labels,
-            "expand_ground_truth": self._expander is not None, "expand_predictions": False,
+            "expand_ground_truth": self._expander is not None,
+            "expand_predictions": self._expander is not None and config.evaluation.expand_predictions,
             "iou_threshold": result.iou_threshold, "num_classes": len(self.label_map),
             "num_classes_evaluated": int((result.num_gt > 0).sum()), "global_step": int(step),
             "num_images": self._num_images,

@@ -97,3 +97,24 @@ def test_anchor_targets_use_the_model_generator_and_skip_the_padding(trained):
       assert 0 < sampled.sum() <= params.task.train_data.parser.rpn_batch_size_per_im
       if (labels["gt_classes"][b].numpy() > 0).any():  # each box is matched to its best anchor
         assert (targets[b] == 1).sum() >= 1
+
+
+def test_expanding_predictions_scores_the_parents_and_leaves_the_leaves(trained, tmp_path):
+  """evaluation.expand_predictions copies each detection to its ancestors (oi-evaluate's option):
+  the parents, which the model never predicts, get their children's detections; leaves keep their AP."""
+  params, model_dir = trained
+  with open(f"{model_dir}/metrics.json") as f:
+    plain = {r["DisplayName"]: r for r in json.load(f)["per_class"]}
+  for name in ("checkpoint", f"ckpt-{TRAIN_STEPS}.index", f"ckpt-{TRAIN_STEPS}.data-00000-of-00001"):
+    (tmp_path / name).write_bytes(open(f"{model_dir}/{name}", "rb").read())
+  trainer.run_experiment(params.replace(task={"evaluation": {"expand_predictions": True}}),
+                         str(tmp_path), "eval")
+  with open(tmp_path / "metrics.json") as f:
+    metrics = json.load(f)
+  assert metrics["mode"]["expand_predictions"]
+  expanded = {r["DisplayName"]: r for r in metrics["per_class"]}
+  for name in ("Round shape", "Polygon", "Sign"):
+    assert plain[name]["TP"] + plain[name]["FP"] < expanded[name]["TP"] + expanded[name]["FP"]
+    assert expanded[name]["AP"] > plain[name]["AP"]
+  for name in ("Circle", "Square", "Triangle", "Ring", "Cross", "Diamond", "Dot"):
+    assert expanded[name]["AP"] == pytest.approx(plain[name]["AP"], abs=1e-12)
