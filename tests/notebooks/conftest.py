@@ -63,6 +63,8 @@ def run_notebook(jupyter_dirs, monkeypatch):
     try:
       client.execute(env=kernel_env)
     finally:  # The executed copy (outputs, pictures, cell timings) to look at, never the repository's.
+      if km.has_kernel:  # nbclient leaves a kernel it was given running (it kept 1.5 GB each).
+        km.shutdown_kernel(now=True)
       if keep_as:
         nbformat.write(nb, keep_as)
     return nb, time.perf_counter() - start
