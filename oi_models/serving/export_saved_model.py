@@ -25,26 +25,33 @@ from absl import flags
 
 from oi_models import app
 
+FLAGS = flags.FLAGS
+
 MODELS = ("auto", "classifier", "detector")
 SIGNATURES = ("image_bytes", "image_tensor", "tf_example")  # export_base.SIGNATURES, TF-free here
 
-_EXPERIMENT = flags.DEFINE_string("experiment", None, "Registered experiment, e.g. oi_classifier_tiny.")
-_CONFIG_FILE = flags.DEFINE_multi_string("config_file", None, "YAML overriding the experiment (or, "
-                                         "for --model=detector without one, giving task.model).")
-_PARAMS_OVERRIDE = flags.DEFINE_string("params_override", "", "Overrides applied last (YAML/JSON).")
-_MODEL = flags.DEFINE_enum("model", "auto", MODELS, "What to export; auto: from the config's model.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint file/prefix or model dir; default: "
-                                  "task.init_checkpoint.")
-_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Folder of the SavedModel to write.")
-_CLASS_LIST = flags.DEFINE_string("class_list", None, "The model's classes in output order "
-                                  "(MID,DisplayName CSV, label map .pbtxt or one MID per line).")
-_HIERARCHY = flags.DEFINE_string("hierarchy", None, "Class hierarchy JSON, stored as an asset.")
-_EXPAND = flags.DEFINE_bool("expand_hierarchy", False, "Detector: add each detection's ancestor "
-                            "classes in the graph (the Challenge metric's expansion); needs --hierarchy.")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classifier: classes in the top_k_* outputs.")
-_DEFAULT = flags.DEFINE_enum("default_signature", "image_bytes", list(SIGNATURES),
-                             "The input kind `serving_default` takes.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel in --export_dir.")
+
+def define_flags() -> None:
+  """The command line's flags, defined when it runs: importing the module defines none, so it is a
+  library beside oi-train and oi-convert-checkpoint (which define --experiment, --checkpoint, ...)."""
+  flags.DEFINE_string("experiment", None, "Registered experiment, e.g. oi_classifier_tiny.")
+  flags.DEFINE_multi_string("config_file", None, "YAML overriding the experiment (or, "
+                            "for --model=detector without one, giving task.model).")
+  flags.DEFINE_string("params_override", "", "Overrides applied last (YAML/JSON).")
+  flags.DEFINE_enum("model", "auto", MODELS, "What to export; auto: from the config's model.")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint file/prefix or model dir; default: "
+                      "task.init_checkpoint.")
+  flags.DEFINE_string("export_dir", None, "Folder of the SavedModel to write.")
+  flags.DEFINE_string("class_list", None, "The model's classes in output order "
+                      "(MID,DisplayName CSV, label map .pbtxt or one MID per line).")
+  flags.DEFINE_string("hierarchy", None, "Class hierarchy JSON, stored as an asset.")
+  flags.DEFINE_bool("expand_hierarchy", False, "Detector: add each detection's ancestor "
+                    "classes in the graph (the Challenge metric's expansion); needs --hierarchy.")
+  flags.DEFINE_integer("top_k", 5, "Classifier: classes in the top_k_* outputs.")
+  flags.DEFINE_enum("default_signature", "image_bytes", list(SIGNATURES),
+                    "The input kind `serving_default` takes.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel in --export_dir.")
+
 
 CLASS_FILES = ("classes.csv", "class_list.csv")
 
@@ -140,22 +147,23 @@ def _yaml(params) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _EXPORT_DIR.value:
+  if not FLAGS.export_dir:
     raise app.UsageError("--export_dir is required")
   try:
-    kind, params = load_params(_EXPERIMENT.value, _CONFIG_FILE.value, _PARAMS_OVERRIDE.value,
-                               _MODEL.value)
-    export(_EXPORT_DIR.value, params, kind, checkpoint=_CHECKPOINT.value,
-           class_list=_CLASS_LIST.value, hierarchy=_HIERARCHY.value, expand_hierarchy=_EXPAND.value,
-           top_k=_TOP_K.value, default_signature=_DEFAULT.value, overwrite=_OVERWRITE.value)
+    kind, params = load_params(FLAGS.experiment, FLAGS.config_file, FLAGS.params_override,
+                               FLAGS.model)
+    export(FLAGS.export_dir, params, kind, checkpoint=FLAGS.checkpoint, class_list=FLAGS.class_list,
+           hierarchy=FLAGS.hierarchy, expand_hierarchy=FLAGS.expand_hierarchy, top_k=FLAGS.top_k,
+           default_signature=FLAGS.default_signature, overwrite=FLAGS.overwrite)
   except (ExportError, FileNotFoundError, ValueError) as e:
     print(f"oi-export: {e}", file=sys.stderr)
     return 1
-  print(f"oi-export: wrote the {kind} SavedModel to {_EXPORT_DIR.value}")
+  print(f"oi-export: wrote the {kind} SavedModel to {FLAGS.export_dir}")
   return 0
 
 
 def run():
+  define_flags()
   app.run(main)
 
 
