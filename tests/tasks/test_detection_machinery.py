@@ -5,7 +5,6 @@ The tiny detector at 64x64 px, batch 2, 8 proposals: each step is cheap, process
 dominate. The classifier's helpers and 60-image, 64 px sample (tests/tasks/test_train.py) are reused.
 """
 
-import json
 import math
 import re
 import subprocess
@@ -28,7 +27,7 @@ from tests.tasks.test_classification import _scalars
 from tests.tasks.test_train import _assert_evaluated_whole_validation_split
 from tests.tasks.test_train import _checkpoint_step
 from tests.tasks.test_train import _env
-from tests.tasks.test_train import _free_ports
+from tests.tasks.test_train import run_two_workers
 from tests.tasks.test_train import sample  # pylint: disable=unused-import  (the shared fixture)
 
 TINY = "oi_detector_irv2_tiny"
@@ -170,24 +169,9 @@ def test_mirrored_over_two_logical_cpus_trains_identical_replicas(sample, tmp_pa
 
 def test_multi_worker_mirrored_two_processes_on_loopback_end_identical(sample, tmp_path):
   data_dir, _ = sample
-  workers = [f"localhost:{p}" for p in _free_ports(2)]
-  jobs = []
-  for index in range(2):
-    tf_config = json.dumps({"cluster": {"worker": workers},
-                            "task": {"type": "worker", "index": index}})
-    jobs.append(subprocess.Popen(
-        _distributed_cmd(data_dir, tmp_path / "run", tmp_path / f"worker{index}.npz",
-                         "runtime.distribution_strategy=multi_worker_mirrored"),
-        env=_env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        cwd=REPO_ROOT))
-  for job in jobs:
-    try:
-      _, err = job.communicate(timeout=900)
-    finally:
-      for other in jobs:
-        if other.poll() is None and job.returncode not in (None, 0):
-          other.kill()
-    assert job.returncode == 0, err[-3000:]
+  run_two_workers(lambda index: _distributed_cmd(
+      data_dir, tmp_path / "run", tmp_path / f"worker{index}.npz",
+      "runtime.distribution_strategy=multi_worker_mirrored"))
   chief, other = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
   assert int(chief["num_replicas"]) == int(other["num_replicas"]) == 2
   _assert_identical(chief, other)

@@ -122,20 +122,17 @@ def _free_ports(n):
   return ports
 
 
-def test_multi_worker_mirrored_two_processes_on_loopback_end_identical(sample, tmp_path):
-  data_dir, classes = sample
+def run_two_workers(command):
+  """Runs `command(index)` as workers 0 and 1 of one loopback cluster (TF_CONFIG); a failing worker
+  stops the other, and its stderr tail is the assertion message."""
   workers = [f"localhost:{p}" for p in _free_ports(2)]
   jobs = []
   for index in range(2):
     tf_config = json.dumps({"cluster": {"worker": workers},
                             "task": {"type": "worker", "index": index}})
-    jobs.append(subprocess.Popen(
-        [sys.executable, "-m", "tests.tasks.distributed_run", data_dir, str(tmp_path / "run"),
-         str(tmp_path / f"worker{index}.npz"), classes, "train_and_eval", *SMALL,
-         "runtime.distribution_strategy=multi_worker_mirrored", "trainer.train_steps=6",
-         "trainer.steps_per_loop=3", "trainer.summary_interval=3", "trainer.checkpoint_interval=6"],
-        env=_env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        cwd=REPO_ROOT))
+    jobs.append(subprocess.Popen(command(index), env=_env(TF_CONFIG=tf_config),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 cwd=REPO_ROOT))
   for job in jobs:
     try:
       _, err = job.communicate(timeout=900)
@@ -144,6 +141,15 @@ def test_multi_worker_mirrored_two_processes_on_loopback_end_identical(sample, t
         if other.poll() is None and job.returncode not in (None, 0):
           other.kill()
     assert job.returncode == 0, err[-3000:]
+
+
+def test_multi_worker_mirrored_two_processes_on_loopback_end_identical(sample, tmp_path):
+  data_dir, classes = sample
+  run_two_workers(lambda index: [
+      sys.executable, "-m", "tests.tasks.distributed_run", data_dir, str(tmp_path / "run"),
+      str(tmp_path / f"worker{index}.npz"), classes, "train_and_eval", *SMALL,
+      "runtime.distribution_strategy=multi_worker_mirrored", "trainer.train_steps=6",
+      "trainer.steps_per_loop=3", "trainer.summary_interval=3", "trainer.checkpoint_interval=6"])
   chief, other = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
   assert int(chief["num_replicas"]) == int(other["num_replicas"]) == 2
   names = sorted(k for k in chief.files if k.startswith("var"))
