@@ -10,3 +10,4 @@ from official.vision import registry_imports as _vision
 from oi_models.modeling import backbones
 from oi_models.tasks import classification
 from oi_models.tasks import detection
+from oi_models.tasks import stock_detection
