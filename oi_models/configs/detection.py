@@ -94,12 +94,30 @@ class Evaluation(hyperparams.Config):
   expand_predictions: bool = False
 
 
+def model_num_classes(configured: int, num_listed: int, source: str) -> int:
+  """`model.num_classes` of a detector over `num_listed` classes: those + background (class 0).
+
+  `configured` 0 (the experiments' default) takes it from the class list; any other value must agree.
+  """
+  num_classes = num_listed + 1
+  if configured not in (0, num_classes):
+    raise ValueError(f"model.num_classes is {configured} but {source} has {num_listed} classes "
+                     f"(+1 background = {num_classes})")
+  return num_classes
+
+
 @dataclasses.dataclass
 class DetectorTask(mg_maskrcnn.MaskRCNNTask):
   """Open Images detector on Model Garden's Mask R-CNN task (no masks).
 
-  `model.num_classes` 0 takes the dataset's boxable classes + background.
+  `class_list`: the model's classes in output order (a class-descriptions CSV, a label map .pbtxt or
+  one MID per line), each a boxable class of the dataset, which is mapped onto them by MID (boxes of
+  other classes are left out); empty: the dataset's boxable classes. With an `init_checkpoint` that has
+  a class list beside it (oi-convert-checkpoint's `class_list.csv`, a model dir's `classes.csv`) and
+  modules "all", every class must be one of the checkpoint's: a subset keeps the checkpoint's
+  predictor rows of its classes. `model.num_classes` 0 takes the class list's size + background.
   """
+  class_list: str = ""
   model: faster_rcnn.FasterRCNN = dataclasses.field(
       default_factory=lambda: faster_rcnn.FasterRCNN(num_classes=0))
   train_data: DataConfig = dataclasses.field(

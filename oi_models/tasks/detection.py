@@ -6,8 +6,11 @@ optimizer and metric plumbing are used as they are; what changes is
 - the input: this package's TFDS dataset `open_images` through `dataloaders.detection_input` in its fast
   mode (`rpn_targets=False`, uint8 images), in shuffled or class-aware order, each input pipeline
   reading its own share;
-- the classes: the dataset's boxable classes (model class = boxable index + 1, 0 = background),
-  as every Open Images detection task (`open_images_detection.OpenImagesDetection`);
+- the classes: the dataset's boxable classes or `class_list` of some of them (model class = class
+  list index + 1, 0 = background), as every Open Images detection task
+  (`open_images_detection.OpenImagesDetection`); an init checkpoint with a class list beside it
+  (a conversion's or a model dir's) must have every class of the model, and a model of fewer
+  classes starts from the checkpoint's predictor rows of its classes (`tasks.initialization`);
 - the model: the package's Faster R-CNN Inception-ResNet-v2 (`modeling.faster_rcnn.build_faster_rcnn`),
   fed pixels mapped to [-1, 1] as the reference's feature extractor maps them;
 - the anchors: generated here with the model's one anchor generator and matched to the ground truth
@@ -38,6 +41,7 @@ from oi_models.dataloaders import detection_input
 from oi_models.modeling import detection_losses
 from oi_models.modeling.faster_rcnn import model as faster_rcnn_model
 from oi_models.modeling.faster_rcnn import preprocessing
+from oi_models.tasks import detection_classes
 from oi_models.tasks import initialization
 from oi_models.tasks import open_images_detection
 
@@ -66,6 +70,10 @@ class DetectorTask(open_images_detection.OpenImagesDetection, maskrcnn.MaskRCNNT
       raise ValueError("training needs rpn_head.objectness 'sigmoid' (one logit, the same loss as "
                        "the reference's 2-class softmax); convert softmax checkpoints to it")
     super().__init__(params, logging_dir, name)  # classes and evaluator: OpenImagesDetection
+    # Each class's row in the init checkpoint's class list (None: the same list), checked here,
+    # before any training: a class the checkpoint lacks is an error naming it.
+    self._checkpoint_rows = detection_classes.checkpoint_rows(
+        params.init_checkpoint, params.init_checkpoint_modules, self.label_map)
     self._anchor_generator = faster_rcnn_model.anchor_generator(self.task_config.model)
     parser = params.train_data.parser
     self._labeler = AnchorLabeler(
@@ -85,10 +93,11 @@ class DetectorTask(open_images_detection.OpenImagesDetection, maskrcnn.MaskRCNNT
     return model
 
   def initialize(self, model: tf_keras.Model):
-    """Loads `init_checkpoint` (converted reference checkpoint, TF2 checkpoint; all or backbone)."""
+    """Loads `init_checkpoint` (converted reference checkpoint, TF2 checkpoint; all or backbone); a
+    checkpoint of more classes than the model's gives the predictors its rows of the model's."""
     if self.task_config.init_checkpoint:
       initialization.initialize(model, self.task_config.init_checkpoint,
-                                self.task_config.init_checkpoint_modules)
+                                self.task_config.init_checkpoint_modules, rows=self._checkpoint_rows)
 
   def build_inputs(self, params: det_cfg.DataConfig,
                    input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:

@@ -3,12 +3,14 @@
 `OpenImagesDetection` is a mixin placed before a Model Garden detection task in the bases
 (`class DetectorTask(OpenImagesDetection, maskrcnn.MaskRCNNTask)`). It gives the task
 
-- the classes: the dataset's boxable classes (model class = boxable index + 1, 0 = background);
-  `model.num_classes` 0 in the config takes them, another value must equal them;
+- the classes: the dataset's boxable classes, or the config's `class_list` of some of them
+  (`detection_classes`; model class = class list index + 1, 0 = background), kept in the model
+  dir's `classes.csv`; `model.num_classes` 0 in the config takes them, another value must equal them;
 - the input stream: this package's TFDS dataset `open_images` (`examples.load`: shuffled,
   class-aware or sequential order, each input pipeline reading its own share), decoded by
-  `detection_input.Decoder` into Model Garden's decoded layout and batched by whatever parser
-  the task passes (`detection_input.Parser`, or Model Garden's own parsers);
+  `detection_classes.Decoder` (`detection_input.Decoder` on the model's classes) into Model
+  Garden's decoded layout and batched by whatever parser the task passes
+  (`detection_input.Parser`, or Model Garden's own parsers);
 - the metric: the Open Images detection mAP (`evaluation.DetectionEvaluator` through its Model
   Garden interface; challenge protocol or V2), ground truth expanded over the dataset's hierarchy,
   the global batch gathered across replicas and workers, with the per-class table written next to
@@ -37,6 +39,7 @@ from oi_models.evaluation import DetectionEvaluator
 from oi_models.evaluation import model_garden
 from oi_models.evaluation import report
 from oi_models.tasks import classification
+from oi_models.tasks import detection_classes
 
 LABEL_OFFSET = detection_input.LABEL_OFFSET
 # source_id (int64) travels through the replicas' float32 all-reduce as four exact 16-bit pieces.
@@ -74,12 +77,14 @@ class OpenImagesDetection:
       raise ValueError(f"evaluation.protocol must be one of {det_cfg.PROTOCOLS}")
     self._builders = {}
     builder = self._builder(params.train_data)
-    self.label_map = labels_lib.LabelMap(tuple(builder.info.features["objects"]["label"].names),
-                                         tuple(builder.info.metadata["boxable_class_names"]))
-    num_classes = len(self.label_map) + LABEL_OFFSET
-    if params.model.num_classes not in (0, num_classes):
-      raise ValueError(f"model.num_classes is {params.model.num_classes} but {params.train_data.tfds_name} "
-                       f"has {len(self.label_map)} boxable classes (+1 background = {num_classes})")
+    self.label_map = detection_classes.resolve(getattr(params, "class_list", ""),
+                                               detection_classes.dataset_classes(builder),
+                                               params.train_data.tfds_name)
+    num_classes = det_cfg.model_num_classes(params.model.num_classes, len(self.label_map),
+                                            getattr(params, "class_list", "")
+                                            or params.train_data.tfds_name)
+    if logging_dir:  # oi-export and a later run's init_checkpoint find the model's classes there
+      detection_classes.keep_in_model_dir(self.label_map, logging_dir)
     super().__init__(params.replace(model={"num_classes": num_classes}), logging_dir, name)
     self._expander = None
     if params.evaluation.expand_hierarchy and "hierarchy" in builder.info.metadata:
@@ -111,7 +116,8 @@ class OpenImagesDetection:
     stream = examples.load(builder, params.tfds_split, order=params.order, seed=params.seed,
                            num_workers=num_workers, worker_index=worker,
                            deterministic=params.deterministic)
-    return detection_input.dataset(stream, detection_input.Decoder.from_features(builder.info.features),
+    return detection_input.dataset(stream, detection_classes.Decoder(builder.info.features,
+                                                                     self.label_map),
                                    parser, is_training=params.is_training, batch_size=batch_size,
                                    drop_remainder=params.drop_remainder,
                                    deterministic=params.deterministic)
