@@ -18,6 +18,10 @@ table while it adds every failing row to a `Checks`. The engine does the rest, t
   of a record with the header's field count) is replaced by an empty row of the same field count and
   reported as one bad row ("unclosed or stray quote"), naming its field. Segments without a quote
   skip the guard (one memchr) and are parsed with quoting off.
+* A thread of its own. Segments are read, guarded, parsed and built on a prefetch thread
+  (`prefetch.prefetched`), one ahead of the segment the caller is walking: pyarrow's parse runs
+  without the GIL, so on two cores the next segment is parsed while Python walks this one. Only the
+  verdict on bad rows (raise, or count in the report) is given in the caller's thread, in order.
 * Line numbers. Rows are numbered by physical line (header = 1), exact across segments, blank lines,
   rows pyarrow rejects and quoted newlines (the guard knows every record it let span lines).
 * Bad rows. In strict mode the earliest bad row of a segment raises `AnnotationError` naming file,
@@ -35,6 +39,7 @@ import dataclasses
 import logging
 import os
 import re
+import threading
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -44,6 +49,7 @@ import pyarrow.csv as pa_csv
 
 from oi_models.io import arrow_arrays
 from oi_models.io import image_ids
+from oi_models.io import prefetch
 from oi_models.io.errors import AnnotationError
 from oi_models.io.report import ReadReport
 
@@ -481,22 +487,38 @@ class Chunk:
     return self.lines.line(int(self.records_of(np.asarray([row]))[0]))
 
 
+@dataclasses.dataclass
+class _Built:
+  """One segment parsed and built, before the verdict on its bad rows."""
+
+  table: object  # Every row (or unit) of the segment, bad ones included.
+  checks: Checks
+  records_of: Callable[[np.ndarray], np.ndarray]  # parser-row indices -> record numbers
+  invalid: list  # (record, line text, expected fields, actual fields) of rows pyarrow rejected
+  records: int  # Records in the segment, rejected ones included.
+
+
 class _LineMap:
   """Record number -> physical line: records that span lines shift every later record."""
 
   def __init__(self):
     self._at: list[int] = []  # records spanning lines, ascending
     self._cumulative: list[int] = []  # newlines inside them, cumulative
+    # Segments are made (and their records added) on the prefetch thread, ahead of the consumer
+    # asking for lines of earlier ones.
+    self._lock = threading.Lock()
 
   def add(self, record: int, newlines: int) -> None:
-    self._at.append(record)
-    self._cumulative.append((self._cumulative[-1] if self._cumulative else 0) + newlines)
+    with self._lock:
+      self._at.append(record)
+      self._cumulative.append((self._cumulative[-1] if self._cumulative else 0) + newlines)
 
   def line(self, record: int) -> int:
-    if not self._at:
-      return int(record)
-    before = int(np.searchsorted(self._at, record, side="left"))
-    return int(record + (self._cumulative[before - 1] if before else 0))
+    with self._lock:
+      if not self._at:
+        return int(record)
+      before = int(np.searchsorted(self._at, record, side="left"))
+      return int(record + (self._cumulative[before - 1] if before else 0))
 
 
 class _Stream:
@@ -513,23 +535,29 @@ class _Stream:
     self.chunk_bytes = max(int(chunk_bytes), 1)
     self.threads = parse_threads()
     self.lines = _LineMap()
+    self.records_read = 0  # Records of the segments made so far (on the prefetch thread).
 
   def __iter__(self) -> Iterator[Chunk]:
     yielded = False
-    record = 2  # Of the segment's first row.
-    # Segments are prepared in the consumer's thread. With a prefetch thread (the next segment parsed
-    # while this one is checked) a CLI once aborted at interpreter exit under load ("terminate called
-    # without an active exception"); the thread is the suspect, so it is not used.
+    # Segments are read, guarded, parsed and built on a thread of their own, one ahead of the one
+    # being consumed; only the verdict on bad rows (raise or count) is given here, in order.
+    for built in prefetch.prefetched(self._built_segments, name="oi_models-csv"):
+      chunk = self._verdict(built)
+      if len(chunk.table) or not yielded:
+        yielded = True
+        yield chunk
+    if not yielded:
+      empty = _Guarded(b"", [], [], False)
+      yield self._verdict(self._build(empty, self._empty_batch(), self.records_read + 2))
+
+  def _built_segments(self) -> Iterator[_Built]:
+    """Every segment of the file, parsed and built (run on the prefetch thread)."""
     with open(self.path, "rb") as f:
       f.readline()  # The header.
       while (prepared := self._prepare(f)) is not None:
-        chunk, records = self._segment(*prepared, record)
-        record += records
-        if len(chunk.table) or not yielded:
-          yielded = True
-          yield chunk
-    if not yielded:
-      yield self._segment(_Guarded(b"", [], [], False), self._empty_batch(), record)[0]
+        built = self._build(*prepared, self.records_read + 2)
+        self.records_read += built.records
+        yield built
 
   def _prepare(self, f) -> tuple[_Guarded, pa.RecordBatch | None] | None:
     """The next segment, guarded, and its fast parse (None when it needs the exact one)."""
@@ -577,7 +605,7 @@ class _Stream:
       return "skip"
 
     table = pa_csv.read_csv(
-        pa.py_buffer(guarded.data),
+        _arrow_owned(guarded.data),
         read_options=pa_csv.ReadOptions(use_threads=typed and self.threads,
                                         block_size=_BLOCK_BYTES, column_names=self.header),
         parse_options=pa_csv.ParseOptions(
@@ -593,9 +621,9 @@ class _Stream:
     names = [self.names[raw_name] for raw_name in table.column_names]
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
-  def _segment(self, guarded: _Guarded, batch: pa.RecordBatch | None,
-               first_record: int) -> tuple[Chunk, int]:
-    """The segment's chunk, and how many records it held; parses it exactly if `batch` is None."""
+  def _build(self, guarded: _Guarded, batch: pa.RecordBatch | None,
+             first_record: int) -> _Built:
+    """A segment's table and checks; parses it exactly if `batch` is None."""
     invalid: list = []
     if batch is None:
       try:
@@ -617,6 +645,11 @@ class _Stream:
     self._add_strays(guarded, first_record, rejected, checks)
     table = self.fmt.build(dict(zip(batch.schema.names, batch.columns)), checks, self.context)
     invalid = [(first_record + number - 1, *rest) for number, *rest in invalid]
+    return _Built(table, checks, records_of, invalid, n + len(invalid))
+
+  def _verdict(self, built: _Built) -> Chunk:
+    """The segment's kept rows: strict mode raises for its first bad row, lenient counts them."""
+    checks, records_of, invalid, table = built.checks, built.records_of, built.invalid, built.table
     if self.strict:
       self._raise_first(checks, records_of, invalid)
     self._count(checks, records_of, invalid)
@@ -627,15 +660,15 @@ class _Stream:
     else:
       keep = np.flatnonzero(~bad_units)
       kept_rows = checks.unit_rows[keep]
-    self.report.rows_read += n + len(invalid)
-    self.report.rows_kept += int(n - bad.sum())
+    self.report.rows_read += built.records
+    self.report.rows_kept += int(checks.n - bad.sum())
     for change, changed in checks.adjusted:
       self.report.adjusted[change] += int((changed & ~bad).sum())
     if len(keep) < len(table):
       table = table.take(keep)
     elif bad_units is None:
       kept_rows = None
-    return Chunk(table, kept_rows, records_of, self.lines), n + len(invalid)
+    return Chunk(table, kept_rows, records_of, self.lines)
 
   def _add_strays(self, guarded: _Guarded, first_record: int, rejected: np.ndarray,
                   checks: Checks) -> None:
@@ -701,6 +734,20 @@ class _Stream:
         example = [f"{self.path}:{self.lines.line(record)}: row: "
                    f"{_wrong_fields(line, expected, actual)}"]
       self.report.skip(WRONG_FIELDS, 1, example)
+
+
+def _arrow_owned(data) -> pa.Buffer:
+  """A copy of `data` in memory pyarrow owns, for `read_csv` to parse.
+
+  pyarrow's threads let go of their slices of the input after `read_csv` has returned. Were the
+  input a Python object (`pa.py_buffer`), the last one to let go would take the GIL to release
+  it; a thread taking the GIL while the interpreter finalizes is ended by pthread_exit, which
+  aborts the process from inside pyarrow ("terminate called without an active exception": seen
+  when a read ended by an error just before exit). The copy costs about what the read did.
+  """
+  buffer = pa.allocate_buffer(len(data))
+  memoryview(buffer).cast("B")[:] = data
+  return buffer
 
 
 def _record_at(guarded: _Guarded, first_record: int, line_index: int) -> int:

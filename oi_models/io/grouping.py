@@ -118,9 +118,8 @@ def iter_image_groups(path, kind: str = "boxes", label_map=None, strict: bool = 
     starts, stops = bounds[first_group:-2], bounds[first_group + 1:-1]
     for key, start, stop in zip(keys[starts], starts, stops):
       rows = new(view)
-      state = rows.__dict__
-      state["_lazy"] = (table, start, stop)
-      state["_len"] = stop - start
+      rows._lazy = (table, start, stop)  # Attributes, not __dict__ items: see tables._rows.
+      rows._len = stop - start
       yield key, rows
     carry = table._rows(bounds[-2], bounds[-1])
   if carry is not None:

@@ -27,10 +27,12 @@ class _LazyField:
     if view is None:
       return self
     parent, start, stop = view._lazy
-    value = getattr(parent, self.name)
+    name = self.name
+    value = getattr(parent, name)
     if value.__class__ is np.ndarray:
       value = value[start:stop]
-    view.__dict__[self.name] = value
+    # setattr, not __dict__: an instance's attributes live inline until its __dict__ is asked for.
+    setattr(view, name, value)
     return value
 
 
@@ -77,9 +79,8 @@ class Table:
     Streaming groups make one such table per image, so making one must cost almost nothing.
     """
     new = object.__new__(self._view_class())
-    state = new.__dict__
-    state["_lazy"] = (self, start, stop)
-    state["_len"] = stop - start
+    new._lazy = (self, start, stop)
+    new._len = stop - start
     return new
 
   @classmethod
