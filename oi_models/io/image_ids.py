@@ -34,6 +34,24 @@ def _keys_from_fixed(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return keys, bad
 
 
+def _keys_of_runs(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`_keys_from_fixed` of a contiguous [n, 16] block, each run of equal IDs decoded once.
+
+  Annotation files are sorted by image, about eight rows each: comparing each ID with the one
+  before (two 8-byte words) costs less than decoding it.
+  """
+  n = len(chars)
+  words = chars.view("<u8")  # [n, 2]
+  starts = np.ones(n, bool)
+  starts[1:] = (words[1:, 0] != words[:-1, 0]) | (words[1:, 1] != words[:-1, 1])
+  firsts = np.flatnonzero(starts)
+  if 2 * len(firsts) > n:
+    return _keys_from_fixed(chars)
+  keys, bad = _keys_from_fixed(chars[firsts])
+  runs = np.diff(np.append(firsts, n))
+  return np.repeat(keys, runs), np.repeat(bad, runs)
+
+
 def image_id_to_key(ids) -> np.ndarray:
   """16-hex-digit ImageIDs (str or bytes, either case) -> np.uint64 keys; bad IDs raise ValueError.
 
@@ -85,7 +103,7 @@ def column_keys(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
   starts = offsets[:-1]
   ok = (offsets[1:] - starts == 16) & arrow_arrays.valid(column)
   if ok.all():  # The usual case: the column's bytes are n IDs of 16 characters back to back.
-    chars = data[offsets[0]:offsets[-1]].reshape(len(column), 16)
+    return _keys_of_runs(data[offsets[0]:offsets[-1]].reshape(len(column), 16))
   else:
     chars = np.full((len(column), 16), ord("-"), np.uint8)
     rows = np.flatnonzero(ok)

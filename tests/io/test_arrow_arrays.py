@@ -64,6 +64,25 @@ def test_column_keys_on_slices_with_nulls_and_bad_lengths():
     assert np.array_equal(dictionary_keys[~bad], got[~bad])
 
 
+@pytest.mark.parametrize("run_length", [1, 2, 8])
+def test_column_keys_of_sorted_runs_equal_one_by_one(run_length):
+  # Sorted files hold runs of equal IDs, decoded once per run; a bad ID inside a run, runs that
+  # differ in one character only, and runs of one (more distinct IDs than half) must all agree
+  # with decoding each ID alone.
+  keys = np.sort(_RNG.integers(0, 2**64, 40, dtype=np.uint64, endpoint=False))
+  ids = list(image_ids.key_to_image_id(np.repeat(keys, run_length)))
+  ids[5 * run_length:6 * run_length] = [ids[5 * run_length][:15] + "f"] * run_length
+  ids[6 * run_length:7 * run_length] = [ids[5 * run_length][:15] + "e"] * run_length
+  ids[10 * run_length] = "0123456789abcdeg"
+  for array in _slices(pa.array(ids, pa.string())):
+    got, bad = image_ids.column_keys(array)
+    for i, value in enumerate(array.to_pylist()):
+      if value == "0123456789abcdeg":
+        assert bad[i]
+      else:
+        assert not bad[i] and got[i] == image_ids.image_id_to_key(value), (i, value)
+
+
 def test_reading_boxes_does_not_import_pandas(tmp_path):
   path = tmp_path / "boxes.csv"
   path.write_text("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,"
