@@ -10,7 +10,8 @@ as oi-train reads them) or, with `--model=detector` and no experiment, from the 
 config files (what oi-convert-checkpoint writes). The weights come from `--checkpoint` (a file, a
 prefix, or a model dir's latest), else the config's `task.init_checkpoint`. The class list comes from
 `--class_list`, else the config's `task.class_list`, else `classes.csv` / `class_list.csv` beside the
-checkpoint (what oi-train and oi-convert-checkpoint write).
+checkpoint (what oi-train and oi-convert-checkpoint write); a detector's `num_classes` 0 (as the
+experiments leave it) is the class list's size + background.
 
 The SavedModel has the signatures `image_bytes`, `image_tensor`, `tf_example` and `serving_default`
 (see `oi_models.serving.export_base`), and the class list, hierarchy and config as assets.
@@ -51,9 +52,6 @@ def define_flags() -> None:
   flags.DEFINE_enum("default_signature", "image_bytes", list(SIGNATURES),
                     "The input kind `serving_default` takes.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel in --export_dir.")
-
-
-CLASS_FILES = ("classes.csv", "class_list.csv")
 
 
 class ExportError(ValueError):
@@ -101,10 +99,9 @@ def load_params(experiment, config_files, params_override, model: str = "auto"):
 
 def _class_list(path, checkpoint):
   from oi_models.tasks import classification  # pylint: disable=import-outside-toplevel
+  from oi_models.tasks import initialization  # pylint: disable=import-outside-toplevel
   if not path and checkpoint:
-    folder = checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint)
-    path = next((os.path.join(folder, name) for name in CLASS_FILES
-                 if os.path.exists(os.path.join(folder, name))), None)
+    path = initialization.class_list_beside(checkpoint)
   if not path:
     raise ExportError("no class list: give --class_list (or task.class_list, or a classes.csv "
                       "beside the checkpoint)")
@@ -126,7 +123,11 @@ def export(export_dir: str, params, kind: str, *, checkpoint=None, class_list=No
   label_map = _class_list(class_list or getattr(params.task, "class_list", ""), checkpoint)
   tree = labels.validate_hierarchy(hierarchy, label_map) if hierarchy else None
   if kind == "detector":
+    from oi_models.configs import detection as det_cfg  # pylint: disable=import-outside-toplevel
     from oi_models.serving import detection  # pylint: disable=import-outside-toplevel
+    # The experiments leave num_classes 0 (from the dataset): the class list gives it here.
+    params = params.replace(task={"model": {"num_classes": det_cfg.model_num_classes(
+        params.task.model.num_classes, len(label_map), "the class list")}})
     module = detection.DetectorModule(params.task.model, label_map=label_map, hierarchy=tree,
                                       expand_hierarchy=expand_hierarchy)
   else:

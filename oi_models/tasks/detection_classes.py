@@ -75,8 +75,9 @@ def keep_in_model_dir(label_map: labels_lib.LabelMap, model_dir: str) -> None:
     kept = labels_lib.LabelMap.from_csv(path)
     if tuple(kept.mids) != tuple(label_map.mids):
       raise initialization.ClassListError(
-          f"{path}: the model dir holds a model of {len(kept)} other classes than the experiment's "
-          f"{len(label_map)}; give another --model_dir or the class list it was trained with")
+          f"{path}: the model in this model dir has other classes ({len(kept)}) than the "
+          f"experiment ({len(label_map)}), or another order; give another --model_dir or the class "
+          "list it was trained with")
     return
   tf.io.gfile.makedirs(model_dir)
   label_map.to_csv(path)

@@ -208,3 +208,35 @@ def test_num_classes_comes_from_the_class_list():
                      r"\(\+1 background = 11\)"):
     det_cfg.model_num_classes(5, 10, "the class list")
 
+
+
+def test_export_takes_num_classes_from_the_checkpoints_class_list(sample, converted, tmp_path):
+  """oi-export of a detector experiment (num_classes 0, as the experiments leave it) with no
+  --class_list: the classes and their number come from class_list.csv beside the checkpoint."""
+  import yaml  # pylint: disable=import-outside-toplevel
+  from oi_models.serving import export_saved_model  # pylint: disable=import-outside-toplevel
+  data_dir, classes = sample
+  prefix, _ = converted
+  params = _params(data_dir)
+  assert params.task.model.num_classes == 0
+  with pytest.raises(ValueError, match=r"model.num_classes is 5 but the class list has 10 classes"):
+    export_saved_model.export(str(tmp_path / "wrong"), params.replace(task={"model": {
+        "num_classes": 5}}), "detector", checkpoint=prefix)
+  export_dir = tmp_path / "exported"
+  export_saved_model.export(str(export_dir), params, "detector", checkpoint=prefix)
+  assets = export_dir / "assets"
+  assert labels.LabelMap.from_csv(assets / "class_list.csv") == classes
+  assert yaml.safe_load((assets / "params.yaml").read_text())["task"]["model"]["num_classes"] == 11
+
+
+def test_model_dir_keeps_the_classes_and_refuses_others(sample, tmp_path):
+  data_dir, classes = sample
+  model_dir = tmp_path / "run"
+  task_factory.get_task(_params(data_dir).task, logging_dir=str(model_dir))
+  assert labels.LabelMap.from_csv(model_dir / "classes.csv") == classes
+  assert initialization.class_list_beside(str(model_dir / "ckpt-5")) == str(model_dir / "classes.csv")
+  few = tmp_path / "few.txt"
+  few.write_text(classes.mids[3] + "\n")
+  with pytest.raises(initialization.ClassListError, match=r"classes.csv: the model in this model dir "
+                     r"has other classes \(10\) than the experiment \(1\)"):
+    task_factory.get_task(_params(data_dir, class_list=str(few)).task, logging_dir=str(model_dir))
