@@ -9,7 +9,10 @@ in --work_dir, then times, each in its own subprocess so that peak RSS belongs t
   oi_models   `readers.iter_image_groups` over the whole file, touching every group (its row count
               and its first box's XMin);
   pandas      `pandas.read_csv` of the whole file, then `groupby("ImageID")` and a walk over every
-              group's row indices (`GroupBy.indices`), touching the same two things.
+              group's row indices (`GroupBy.indices`), touching the same two things;
+  parse_only  the engine's read, quote guard and pyarrow parse of every segment and nothing else
+              (no checks, no tables, no groups, no prefetch thread): the part of oi_models' time
+              that is pyarrow's parse, which sets how fast oi_models can be.
 
 Figures are medians over --repeats: wall seconds, rows/s, CPU seconds (user + system, all threads),
 peak RSS (the child's ru_maxrss from wait4), and ratios to pandas measured in the same run, runs of
@@ -48,7 +51,8 @@ _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where the generated file is c
                                 "fixed folder under the system temp dir).")
 _CHUNK_BYTES = flags.DEFINE_integer("chunk_bytes", None, "The reader's chunk size in bytes "
                                     "(default: the reader's own default).")
-_READERS = flags.DEFINE_list("readers", ["oi_models", "pandas"], "Which readers to time.")
+_READERS = flags.DEFINE_list("readers", ["oi_models", "pandas", "parse_only"],
+                            "Which readers to time.")
 _CHILD = flags.DEFINE_string("child", None, "Internal: run one reader in this process and print "
                              "JSON (used by the parent process).")
 _PATH = flags.DEFINE_string("path", None, "Internal: the file a child reads.")
@@ -206,7 +210,25 @@ def _run_pandas(path: str, chunk_bytes: int | None) -> dict:
   return {"seconds": seconds, "rows": rows, "groups": groups, "checksum": checksum, "skipped": 0}
 
 
-_CHILDREN = {"oi_models": _run_oi_models, "pandas": _run_pandas}
+def _run_parse_only(path: str, chunk_bytes: int | None) -> dict:
+  """The engine's read, quote guard and pyarrow parse of every segment, and nothing else."""
+  from oi_models.io import boxes  # pylint: disable=g-import-not-at-top
+  from oi_models.io import csv_engine  # pylint: disable=g-import-not-at-top
+  from oi_models.io import readers  # pylint: disable=g-import-not-at-top
+  threads = csv_engine.parse_threads()
+  start = time.perf_counter()
+  stream = csv_engine._Stream(path, boxes.FORMAT, boxes.context(), False, readers.ReadReport(),  # pylint: disable=protected-access
+                              chunk_bytes or csv_engine.DEFAULT_CHUNK_BYTES)
+  rows = 0
+  with open(path, "rb") as f:
+    f.readline()
+    while data := stream._read(f):  # pylint: disable=protected-access
+      rows += stream._prepare(f, data)[1].num_rows  # pylint: disable=protected-access
+  seconds = time.perf_counter() - start
+  return {"seconds": seconds, "rows": rows, "groups": None, "skipped": 0, "threads": threads}
+
+
+_CHILDREN = {"oi_models": _run_oi_models, "pandas": _run_pandas, "parse_only": _run_parse_only}
 
 
 def _measure(reader: str, path: pathlib.Path) -> dict:
@@ -236,7 +258,9 @@ def _table(results: dict[str, list[dict]]) -> str:
 
   for reader, runs in results.items():
     seconds, cpu, rss = (median(runs, k) for k in ("seconds", "cpu_seconds", "peak_rss_mb"))
-    line = (f"{reader:<11}{runs[0]['rows']:>12,}{runs[0]['groups']:>10,}{seconds:>9.1f}"
+    groups = runs[0]["groups"]
+    line = (f"{reader:<11}{runs[0]['rows']:>12,}{'' if groups is None else f'{groups:,}':>10}"
+            f"{seconds:>9.1f}"
             f"{runs[0]['rows'] / seconds:>12,.0f}{cpu:>8.1f}{rss:>9.0f}")
     if base:
       line += (f"{median(base, 'seconds') / seconds:>10.2f}{cpu / median(base, 'cpu_seconds'):>8.2f}"
@@ -270,14 +294,15 @@ def main(argv):
   for _ in range(repeats):
     for reader in _READERS.value:
       results.setdefault(reader, []).append(_measure(reader, path))
-  first = {reader: runs[0] for reader, runs in results.items()}
+  first = {reader: runs[0] for reader, runs in results.items() if reader != "parse_only"}
   if len({(r["rows"], r["groups"]) for r in first.values()}) > 1:
     raise RuntimeError(f"readers disagree: {first}")
   print(f"{path.name}: {path.stat().st_size / 2**20:,.0f} MB, medians of {repeats} run(s); "
         f"{before} before, {_load()} after")
-  if "oi_models" in results:
-    modes = sorted({"with" if r["threads"] else "without" for r in results["oi_models"]})
-    print(f"oi_models parsed {' and '.join(modes)} pyarrow's threads")
+  for reader in ("oi_models", "parse_only"):
+    if reader in results:
+      modes = sorted({"with" if r["threads"] else "without" for r in results[reader]})
+      print(f"{reader} parsed {' and '.join(modes)} pyarrow's threads")
   print(_table(results))
 
 
