@@ -11,6 +11,8 @@ arises. Features and scores agree to 1e-4 of each array's largest magnitude; det
 the same order.
 """
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -57,7 +59,8 @@ def converted(tmp_path_factory):
                    "roi_generator": {"num_proposals": MAX_PROPOSALS}}, is_strict=True)
   model = model_lib.build_faster_rcnn(config)
   tf.train.Checkpoint(model=model).restore(written["init_checkpoint"]).assert_existing_objects_matched()
-  assert "class_list" not in written  # the detector's task takes its classes from the dataset
+  # The detector task's classes: the conversion's, which the task maps the dataset's onto by MID.
+  assert written["class_list"] == os.path.abspath(run.converted / "class_list.csv")
   classes = labels.LabelMap.from_file(run.converted / "class_list.csv")
   return run.conversion_report, model, classes
 
