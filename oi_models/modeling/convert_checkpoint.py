@@ -84,9 +84,10 @@ def convert(source_kind: str, checkpoint: str, output_dir: str, class_list: str 
     path = os.path.abspath(os.path.join(output_dir, "class_list.csv"))
     conversion.class_list.to_csv(path)
     if _task_has_field(conversion.experiment, "class_list"):
-      # The classifier's task reads it; the detector's takes its classes from the dataset (a key
-      # its config lacks would make `oi-train --config_file=config.yaml` fail), and oi-export
-      # finds class_list.csv beside the checkpoint.
+      # The classifier's and the detector's tasks read it (the detector's maps the dataset's
+      # classes onto it by MID, and checks a subset against it); a task config without the key
+      # would make `oi-train --config_file=config.yaml` fail. oi-export finds it beside the
+      # checkpoint too.
       task["class_list"] = path
   task.update(conversion.task_overrides)
   with open(os.path.join(output_dir, "config.yaml"), "w", encoding="utf-8") as f:
