@@ -15,6 +15,7 @@ import threading
 import time
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 
 from oi_models.io import csv_engine
@@ -185,5 +186,28 @@ def test_the_parse_input_is_a_copy_pyarrow_owns():
   held = pa.py_buffer(data)  # What the engine must not hand to pyarrow: it holds `data`.
   assert sys.getrefcount(data) == before + 1
   del held
-  buffer = csv_engine._arrow_owned(memoryview(data)[:170])
-  assert sys.getrefcount(data) == before and buffer.to_pybytes() == data[:170]
+  copy, buffer = csv_engine._arrow_owned(memoryview(data)[:170], None)
+  assert sys.getrefcount(data) == before and copy.to_pybytes() == data[:170]
+  again, reused = csv_engine._arrow_owned(data[:100], buffer)
+  assert reused is buffer and again.to_pybytes() == data[:100]
+
+
+@pytest.mark.parametrize("threads", [True, False])
+@pytest.mark.parametrize("quote", [False, '"'])
+def test_read_csv_arrays_do_not_point_into_their_input(threads, quote):
+  # The engine reuses one input buffer for every segment's parse.
+  text = "".join(f"{i:016x},/m/{i % 7},0.{i:06d},{i % 2}\n" for i in range(20_000)).encode()
+  copy, buffer = csv_engine._arrow_owned(text, None)
+
+  def parse(data):
+    return pa_csv.read_csv(
+        data, read_options=pa_csv.ReadOptions(use_threads=threads, block_size=1 << 16,
+                                              column_names=["ImageID", "LabelName", "X", "F"]),
+        parse_options=pa_csv.ParseOptions(quote_char=quote),
+        convert_options=pa_csv.ConvertOptions(column_types={
+            "ImageID": pa.string(), "LabelName": csv_engine.DICT, "X": pa.float32(),
+            "F": pa.int8()})).combine_chunks()
+
+  table = parse(copy)
+  csv_engine._arrow_owned(b"9" * len(text), buffer)  # The next segment, over the same memory.
+  assert table.equals(parse(pa.py_buffer(text)))
