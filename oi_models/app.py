@@ -13,19 +13,32 @@ Two things go wrong when an absl app is installed as a console script:
   `TF_CPP_MIN_LOG_LEVEL=0 oi-… ` shows everything again. Errors still reach the user: TensorFlow raises
   them as Python exceptions.
 
-Use it in place of absl's app:
+A command defines its flags when it runs, not at import: absl has one global set of flags, several
+commands share flag names (--out_dir, --checkpoint, --class_list, --experiment, ...), and a name defined
+twice raises DuplicateFlagError, so flags defined at import would keep their modules from being
+imported together (by a test process, a notebook, the demo). `define_once` makes the function that
+defines them safe to call again. Use it in place of absl's app:
 
+  from absl import flags
   from oi_models import app
 
+  FLAGS = flags.FLAGS
+
+  @app.define_once
+  def define_flags():
+    flags.DEFINE_string("out_dir", None, "Where to write.")
+
   def main(argv):
-    ...
+    ... FLAGS.out_dir ...
 
   def run():
+    define_flags()
     app.run(main)
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -49,6 +62,26 @@ def quiet_logs() -> None:
 
 
 quiet_logs()
+
+
+def define_once(define: Callable[[], None]) -> Callable[[], None]:
+  """`define` (a command's flag definitions), made a no-op while the flags its first call defined
+  are still defined: `run`, a test calling `main` directly, or a second `run` in one process may each
+  call it. A caller that deleted those flags (to define another command's of the same names) gets
+  them defined again."""
+  defined = {}  # name -> the Flag object the last definition made
+
+  @functools.wraps(define)
+  def define_flags() -> None:
+    known = flags.FLAGS
+    if defined and all(name in known and known[name] is flag for name, flag in defined.items()):
+      return
+    before = set(known)
+    define()
+    defined.clear()
+    defined.update((name, known[name]) for name in set(known) - before)
+
+  return define_flags
 
 
 def _show_own_help(module_name: str) -> None:

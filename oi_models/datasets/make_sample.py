@@ -44,9 +44,11 @@ import pathlib
 import time
 from typing import Sequence, Union
 
+from absl import flags
 import numpy as np
 from PIL import Image
 
+from oi_models import app
 from oi_models import labels
 from oi_models.io import readers
 from oi_models.datasets import releases
@@ -381,9 +383,12 @@ def summarize(root) -> str:
 _WIDTHS = (7, 8, 7, 9, 10, 10)
 
 
-def _define_flags():
+FLAGS = flags.FLAGS
+
+
+@app.define_once
+def define_flags() -> None:
   """Flags of the CLI, defined only when it runs, so importing this module defines none."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("out_dir", None, "Directory to write the sample to (created; must be empty "
                       "unless --overwrite).", required=True)
   flags.DEFINE_integer("num_images", 300, "Images over all splits. Ignored when --splits gives "
@@ -395,7 +400,6 @@ def _define_flags():
                     "summing to 1 (0.8,0.1,0.1) or three image counts (240,30,30).")
   flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the written images.")
   flags.DEFINE_bool("overwrite", False, "Replace a sample already in --out_dir.")
-  return flags.FLAGS
 
 
 def _parse_splits(values: Sequence[str]) -> list[Union[int, float]]:
@@ -409,22 +413,21 @@ def _parse_splits(values: Sequence[str]) -> list[Union[int, float]]:
 
 def run():
   """Console script `oi-make-sample`."""
-  from oi_models import app  # pylint: disable=g-import-not-at-top
-  flags = _define_flags()
+  define_flags()
 
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-      splits = _parse_splits(flags.splits)
-      num_images = flags.num_images
-      if all(isinstance(v, int) for v in splits) and not flags["num_images"].present:
+      splits = _parse_splits(FLAGS.splits)
+      num_images = FLAGS.num_images
+      if all(isinstance(v, int) for v in splits) and not FLAGS["num_images"].present:
         num_images = sum(splits)
-      info = make_sample(flags.out_dir, num_images=num_images, seed=flags.seed,
-                         image_size=flags.image_size, splits=splits,
-                         jpeg_quality=flags.jpeg_quality, overwrite=flags.overwrite)
+      info = make_sample(FLAGS.out_dir, num_images=num_images, seed=FLAGS.seed,
+                         image_size=FLAGS.image_size, splits=splits,
+                         jpeg_quality=FLAGS.jpeg_quality, overwrite=FLAGS.overwrite)
     except FileExistsError:
-      raise app.UsageError(f"{flags.out_dir} is not empty; pass --overwrite to replace a sample "
+      raise app.UsageError(f"{FLAGS.out_dir} is not empty; pass --overwrite to replace a sample "
                            "there") from None
     except ValueError as e:
       raise app.UsageError(str(e)) from None

@@ -32,6 +32,7 @@ MODELS = ("auto", "classifier", "detector")
 SIGNATURES = ("image_bytes", "image_tensor", "tf_example")  # export_base.SIGNATURES, TF-free here
 
 
+@app.define_once
 def define_flags() -> None:
   """The command line's flags, defined when it runs: importing the module defines none, so it is a
   library beside oi-train and oi-convert-checkpoint (which define --experiment, --checkpoint, ...)."""

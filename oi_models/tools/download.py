@@ -44,6 +44,7 @@ _OFFICIAL_HOST = re.compile(r"^https?://[^/]+")
 FLAGS = flags.FLAGS
 
 
+@app.define_once
 def define_flags() -> None:
   """The command line's flags, defined when it runs (importing the module defines none, so
   the tools' modules can be imported together and used as libraries)."""

@@ -54,6 +54,7 @@ _IMAGE_ID = re.compile(r"^[0-9a-f]{16}$")
 FLAGS = flags.FLAGS
 
 
+@app.define_once
 def define_flags() -> None:
   """The command line's flags, defined when it runs (importing the module defines none, so
   the tools' modules can be imported together and used as libraries)."""
