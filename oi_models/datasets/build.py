@@ -22,26 +22,31 @@ from oi_models import app
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("manual_dir", None, "Directory holding the Open Images download (official file "
-                    "names; see `open_images` MANUAL_DOWNLOAD_INSTRUCTIONS).", required=True)
-flags.DEFINE_string("data_dir", None, "TFDS data directory to write the dataset to (default: TFDS's, "
-                    "~/tensorflow_datasets).")
-flags.DEFINE_string("config", "v6_max1024", "Config <release>_<policy>: release v4, v5, v6, v7 or "
-                    "challenge2019; image policy original, max1024 or 300k.")
-flags.DEFINE_list("classes", [], "Keep only these classes (MIDs or display names, comma-separated); "
-                  "images without any of them are dropped.")
-flags.DEFINE_integer("max_images_per_split", None, "Build at most this many images per split (the "
-                     "smallest ImageIDs among those that qualify); at least 1. Default: all.",
-                     lower_bound=1)
-flags.DEFINE_bool("with_machine_labels", False, "Add the machine-generated image-level labels "
-                  "(`machine_labels`).")
-flags.DEFINE_enum("file_format", "tfrecord", ["tfrecord", "array_record"], "Shard file format; "
-                  "array_record gives random access (needed for class-aware sampling).")
-flags.DEFINE_string("beam_runner", None, "Build with Apache Beam on this runner (e.g. DirectRunner, "
-                    "DataflowRunner); default: a single process without Beam.")
-flags.DEFINE_list("beam_options", [], "Beam pipeline options, comma-separated (e.g. "
-                  "--direct_num_workers=2,--direct_running_mode=multi_processing).")
-flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists in data_dir.")
+
+@app.define_once
+def define_flags() -> None:
+  """The command line's flags, defined when it runs: importing the module defines none (oi-to-sql
+  and oi-download define --manual_dir, --classes, --with_machine_labels too)."""
+  flags.DEFINE_string("manual_dir", None, "Directory holding the Open Images download (official file "
+                      "names; see `open_images` MANUAL_DOWNLOAD_INSTRUCTIONS).", required=True)
+  flags.DEFINE_string("data_dir", None, "TFDS data directory to write the dataset to (default: TFDS's, "
+                      "~/tensorflow_datasets).")
+  flags.DEFINE_string("config", "v6_max1024", "Config <release>_<policy>: release v4, v5, v6, v7 or "
+                      "challenge2019; image policy original, max1024 or 300k.")
+  flags.DEFINE_list("classes", [], "Keep only these classes (MIDs or display names, comma-separated); "
+                    "images without any of them are dropped.")
+  flags.DEFINE_integer("max_images_per_split", None, "Build at most this many images per split (the "
+                       "smallest ImageIDs among those that qualify); at least 1. Default: all.",
+                       lower_bound=1)
+  flags.DEFINE_bool("with_machine_labels", False, "Add the machine-generated image-level labels "
+                    "(`machine_labels`).")
+  flags.DEFINE_enum("file_format", "tfrecord", ["tfrecord", "array_record"], "Shard file format; "
+                    "array_record gives random access (needed for class-aware sampling).")
+  flags.DEFINE_string("beam_runner", None, "Build with Apache Beam on this runner (e.g. DirectRunner, "
+                      "DataflowRunner); default: a single process without Beam.")
+  flags.DEFINE_list("beam_options", [], "Beam pipeline options, comma-separated (e.g. "
+                    "--direct_num_workers=2,--direct_running_mode=multi_processing).")
+  flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists in data_dir.")
 
 
 def main(argv):
@@ -86,6 +91,7 @@ def main(argv):
 
 def run():
   """Console script `oi-build-dataset`."""
+  define_flags()
   app.run(main)
 
 
