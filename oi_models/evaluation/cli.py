@@ -35,64 +35,71 @@ from oi_models import app
 from oi_models import evaluation
 from oi_models.evaluation import report
 
-TASKS = ("detection", "classification")
+FLAGS = flags.FLAGS
 
-_TASK = flags.DEFINE_enum("task", "detection", TASKS,
-                          "detection: box metric (Challenge/V2); classification: per-class AP over "
-                          "verified image-level labels.")
-_BOXES = flags.DEFINE_string("boxes", None, "Ground-truth box CSV of any release (detection).")
-_IMAGE_LABELS = flags.DEFINE_string(
-    "image_labels", None, "Image-level labels CSV (ImageID,Source,LabelName,Confidence); only human-"
-    "verified rows (Confidence 1 or 0) are used. Detection: optional, defines each image's evaluable "
-    "classes under the challenge protocol. Classification: required, the targets.")
-_CLASS_LIST = flags.DEFINE_string("class_list", None,
-                                  "Class list: class-descriptions CSV (MID,DisplayName) or label-map "
-                                  ".pbtxt; only these classes are evaluated.")
-_HIERARCHY = flags.DEFINE_string(
-    "hierarchy", None, "Class hierarchy JSON; needed to expand ground truth or predictions.")
-_PREDICTIONS = flags.DEFINE_string(
-    "predictions", None, "Predictions: official CSV (ImageID,LabelName,Score,XMin,XMax,YMin,YMax) "
-    "or Kaggle submission (ImageId,PredictionString), detected from the header; for classification "
-    "ImageID,LabelName,Score.")
-_PROTOCOL = flags.DEFINE_enum("protocol", "challenge", list(evaluation.PROTOCOLS),
-                              "Detection protocol: challenge (OpenImagesDetectionChallenge) or v2 "
-                              "(OpenImagesV2: no image-level labels, group-of boxes weight 0).")
-_EXPAND_GROUND_TRUTH = flags.DEFINE_boolean(
-    "expand_ground_truth", True, "Expand ground truth with --hierarchy (boxes and positives up, "
-    "negatives down); turn off for files that are already expanded.")
-_EXPAND_PREDICTIONS = flags.DEFINE_boolean(
-    "expand_predictions", False, "Also copy each detection to its ancestor classes (not part of the "
-    "official protocol).")
-_UNKNOWN_AS_NEGATIVE = flags.DEFINE_boolean(
-    "unknown_as_negative", False, "Classification: count unverified (image, class) pairs as "
-    "negatives instead of leaving them out.")
-_IOU_THRESHOLD = flags.DEFINE_float("iou_threshold", 0.5, "Detection IoU (and IoA) threshold.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
-                                  "Directory for metrics.json and per_class.csv (and pr.png).")
-_PLOT = flags.DEFINE_boolean("plot", False,
-                             "Detection: also draw precision/recall curves to pr.png "
-                             "(needs matplotlib, the `plots` extra).")
-_STRICT = flags.DEFINE_boolean("strict", False,
-                               "Stop at the first malformed row (file, line and field) instead of "
-                               "skipping and counting it.")
-_TOP = flags.DEFINE_integer("top", 10, "Rows of the printed table: this many lowest- and "
-                            "highest-AP classes.")
-_OUTPUT_METRICS = flags.DEFINE_string(
-    "output_metrics", None, "Detection: also write the metrics as `metric,value` CSV rows, as the "
-    "official oid_challenge_evaluation.py --output_metrics does (every class, nan without ground "
-    "truth).")
+TASKS = ("detection", "classification")
 
 # The official script's flag names (TF Object Detection API, metrics/oid_challenge_evaluation.py).
 OFFICIAL_FLAGS = {"input_annotations_boxes": "boxes", "input_annotations_labels": "image_labels",
                   "input_class_labelmap": "class_list", "input_predictions": "predictions"}
-for _official, _ours in OFFICIAL_FLAGS.items():
-  flags.DEFINE_alias(_official, _ours)
+
+
+@app.define_once
+def define_flags() -> None:
+  """The command line's flags, defined when it runs: importing the module defines none, so it
+  imports beside the other commands (which define --class_list, --hierarchy, --output_dir, ...)."""
+  flags.DEFINE_enum("task", "detection", TASKS,
+                    "detection: box metric (Challenge/V2); classification: per-class AP over "
+                    "verified image-level labels.")
+  flags.DEFINE_string("boxes", None, "Ground-truth box CSV of any release (detection).")
+  flags.DEFINE_string(
+      "image_labels", None, "Image-level labels CSV (ImageID,Source,LabelName,Confidence); only human-"
+      "verified rows (Confidence 1 or 0) are used. Detection: optional, defines each image's evaluable "
+      "classes under the challenge protocol. Classification: required, the targets.")
+  flags.DEFINE_string("class_list", None,
+                      "Class list: class-descriptions CSV (MID,DisplayName) or label-map "
+                      ".pbtxt; only these classes are evaluated.")
+  flags.DEFINE_string(
+      "hierarchy", None, "Class hierarchy JSON; needed to expand ground truth or predictions.")
+  flags.DEFINE_string(
+      "predictions", None, "Predictions: official CSV (ImageID,LabelName,Score,XMin,XMax,YMin,YMax) "
+      "or Kaggle submission (ImageId,PredictionString), detected from the header; for classification "
+      "ImageID,LabelName,Score.")
+  flags.DEFINE_enum("protocol", "challenge", list(evaluation.PROTOCOLS),
+                    "Detection protocol: challenge (OpenImagesDetectionChallenge) or v2 "
+                    "(OpenImagesV2: no image-level labels, group-of boxes weight 0).")
+  flags.DEFINE_boolean(
+      "expand_ground_truth", True, "Expand ground truth with --hierarchy (boxes and positives up, "
+      "negatives down); turn off for files that are already expanded.")
+  flags.DEFINE_boolean(
+      "expand_predictions", False, "Also copy each detection to its ancestor classes (not part of the "
+      "official protocol).")
+  flags.DEFINE_boolean(
+      "unknown_as_negative", False, "Classification: count unverified (image, class) pairs as "
+      "negatives instead of leaving them out.")
+  flags.DEFINE_float("iou_threshold", 0.5, "Detection IoU (and IoA) threshold.")
+  flags.DEFINE_string("output_dir", None,
+                      "Directory for metrics.json and per_class.csv (and pr.png).")
+  flags.DEFINE_boolean("plot", False,
+                       "Detection: also draw precision/recall curves to pr.png "
+                       "(needs matplotlib, the `plots` extra).")
+  flags.DEFINE_boolean("strict", False,
+                       "Stop at the first malformed row (file, line and field) instead of "
+                       "skipping and counting it.")
+  flags.DEFINE_integer("top", 10, "Rows of the printed table: this many lowest- and "
+                       "highest-AP classes.")
+  flags.DEFINE_string(
+      "output_metrics", None, "Detection: also write the metrics as `metric,value` CSV rows, as the "
+      "official oid_challenge_evaluation.py --output_metrics does (every class, nan without ground "
+      "truth).")
+  for official, ours in OFFICIAL_FLAGS.items():
+    flags.DEFINE_alias(official, ours)
 
 
 def _require(**values) -> None:
   missing = [f"--{name}" for name, value in values.items() if not value]
   if missing:
-    raise app.UsageError(f"--task={_TASK.value} needs {', '.join(missing)}")
+    raise app.UsageError(f"--task={FLAGS.task} needs {', '.join(missing)}")
 
 
 def main(argv) -> int:
@@ -106,23 +113,23 @@ def main(argv) -> int:
 
 
 def _evaluate() -> int:
-  if _OUTPUT_METRICS.value and _TASK.value != "detection":
+  if FLAGS.output_metrics and FLAGS.task != "detection":
     raise app.UsageError("--output_metrics is the official detection CSV: detection only")
-  if _TASK.value == "detection":
-    _require(boxes=_BOXES.value, class_list=_CLASS_LIST.value, predictions=_PREDICTIONS.value)
+  if FLAGS.task == "detection":
+    _require(boxes=FLAGS.boxes, class_list=FLAGS.class_list, predictions=FLAGS.predictions)
     result = evaluation.evaluate_files(
-        _BOXES.value, _PREDICTIONS.value, _CLASS_LIST.value, hierarchy=_HIERARCHY.value,
-        image_labels=_IMAGE_LABELS.value, protocol=_PROTOCOL.value,
-        expand_ground_truth=_EXPAND_GROUND_TRUTH.value,
-        expand_predictions=_EXPAND_PREDICTIONS.value, iou_threshold=_IOU_THRESHOLD.value,
-        strict=_STRICT.value)
+        FLAGS.boxes, FLAGS.predictions, FLAGS.class_list, hierarchy=FLAGS.hierarchy,
+        image_labels=FLAGS.image_labels, protocol=FLAGS.protocol,
+        expand_ground_truth=FLAGS.expand_ground_truth,
+        expand_predictions=FLAGS.expand_predictions, iou_threshold=FLAGS.iou_threshold,
+        strict=FLAGS.strict)
   else:
-    _require(image_labels=_IMAGE_LABELS.value, class_list=_CLASS_LIST.value,
-             predictions=_PREDICTIONS.value)
+    _require(image_labels=FLAGS.image_labels, class_list=FLAGS.class_list,
+             predictions=FLAGS.predictions)
     result = evaluation.evaluate_classification_files(
-        _IMAGE_LABELS.value, _PREDICTIONS.value, _CLASS_LIST.value, hierarchy=_HIERARCHY.value,
-        expand_ground_truth=_EXPAND_GROUND_TRUTH.value,
-        unknown_as_negative=_UNKNOWN_AS_NEGATIVE.value, strict=_STRICT.value)
+        FLAGS.image_labels, FLAGS.predictions, FLAGS.class_list, hierarchy=FLAGS.hierarchy,
+        expand_ground_truth=FLAGS.expand_ground_truth,
+        unknown_as_negative=FLAGS.unknown_as_negative, strict=FLAGS.strict)
   out = sys.stdout
   out.write(f"mode: {report.describe_mode(result.mode)}\n")
   for role, status in result.mode["ground_truth_expansion"].items():
@@ -130,24 +137,25 @@ def _evaluate() -> int:
       out.write(f"{role}: {result.reports[role].path}: {status}\n")
   for role, read in result.reports.items():
     out.write(f"{role}: {read.summary()}\n")
-  out.write(report.format_table(result.table, result.columns, _TOP.value) + "\n")
+  out.write(report.format_table(result.table, result.columns, FLAGS.top) + "\n")
   evaluated = result.mode["num_classes_evaluated"]
   out.write(f"mAP: {result.mean_ap:.6f} over {evaluated} of {len(result.label_map)} classes\n")
   for note in result.notes:
     out.write(note + "\n")
   written = []
-  if _OUTPUT_DIR.value:
-    written += result.write(_OUTPUT_DIR.value, plot=_PLOT.value).values()
-  if _OUTPUT_METRICS.value:
-    report.write_official_csv(_OUTPUT_METRICS.value,
+  if FLAGS.output_dir:
+    written += result.write(FLAGS.output_dir, plot=FLAGS.plot).values()
+  if FLAGS.output_metrics:
+    report.write_official_csv(FLAGS.output_metrics,
                               result.result.metrics(result.label_map.mids, every_class=True))
-    written.append(_OUTPUT_METRICS.value)
+    written.append(FLAGS.output_metrics)
   if written:
     out.write("wrote " + ", ".join(written) + "\n")
   return 0
 
 
 def run():
+  define_flags()
   app.run(main)
 
 
