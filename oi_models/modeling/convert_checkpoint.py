@@ -36,25 +36,33 @@ from oi_models.modeling.converters import slim_resnet_v1  # pylint: disable=unus
 
 EXPECTED_UNUSED = ("optimizer slot", "optimizer state", "step counter", "moving average")
 
-_SOURCE = flags.DEFINE_enum(
-    "source", None, list(converters.kinds()),
-    "Kind of source checkpoint: " + "; ".join(f"{k}: {d}" for k, d in converters.kinds().items()))
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "TF1 checkpoint prefix (e.g. oidv2-resnet_v1_101.ckpt) or its folder.")
-_CLASS_LIST = flags.DEFINE_string(
-    "class_list", None, "The model's classes in output order: MIDs one per line "
-    "(classes-trainable.txt), a class-descriptions CSV, or a .pbtxt label map.")
-_CLASS_DESCRIPTIONS = flags.DEFINE_string(
-    "class_descriptions", None, "MID,DisplayName CSV (class-descriptions.csv) naming the MIDs of a "
-    "MID-per-line --class_list.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the converted checkpoint and files.")
-_MOVING_AVERAGES = flags.DEFINE_bool(
-    "use_moving_averages", False, "Take <name>/ExponentialMovingAverage in place of <name> where the "
-    "source has it.")
-_STRICT = flags.DEFINE_bool(
-    "strict", False, "Fail if a source variable is unused (optimizer state, step counters and moving "
-    "averages aside) or a model variable is left at initialisation.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the files of an earlier conversion.")
+FLAGS = flags.FLAGS
+
+
+@app.define_once
+def define_flags() -> None:
+  """The command line's flags, defined when it runs: importing the module defines none (oi-export
+  and oi-evaluate define --checkpoint, --class_list, --output_dir, --strict too)."""
+  flags.DEFINE_enum(
+      "source", None, list(converters.kinds()),
+      "Kind of source checkpoint: " + "; ".join(f"{k}: {d}" for k, d in converters.kinds().items()))
+  flags.DEFINE_string(
+      "checkpoint", None, "TF1 checkpoint prefix (e.g. oidv2-resnet_v1_101.ckpt) or its folder.")
+  flags.DEFINE_string(
+      "class_list", None, "The model's classes in output order: MIDs one per line "
+      "(classes-trainable.txt), a class-descriptions CSV, or a .pbtxt label map.")
+  flags.DEFINE_string(
+      "class_descriptions", None, "MID,DisplayName CSV (class-descriptions.csv) naming the MIDs of a "
+      "MID-per-line --class_list.")
+  flags.DEFINE_string("output_dir", None, "Folder for the converted checkpoint and files.")
+  flags.DEFINE_bool(
+      "use_moving_averages", False, "Take <name>/ExponentialMovingAverage in place of <name> where the "
+      "source has it.")
+  flags.DEFINE_bool(
+      "strict", False, "Fail if a source variable is unused (optimizer state, step counters and moving "
+      "averages aside) or a model variable is left at initialisation.")
+  flags.DEFINE_bool("overwrite", False, "Replace the files of an earlier conversion.")
+  flags.mark_flags_as_required(["source", "checkpoint", "output_dir"])
 
 
 def convert(source_kind: str, checkpoint: str, output_dir: str, class_list: str | None = None,
@@ -129,8 +137,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    report = convert(_SOURCE.value, _CHECKPOINT.value, _OUTPUT_DIR.value, _CLASS_LIST.value,
-                     _CLASS_DESCRIPTIONS.value, _MOVING_AVERAGES.value, _OVERWRITE.value)
+    report = convert(FLAGS.source, FLAGS.checkpoint, FLAGS.output_dir, FLAGS.class_list,
+                     FLAGS.class_descriptions, FLAGS.use_moving_averages, FLAGS.overwrite)
   except (converters.ConversionError, OSError, ValueError) as e:
     print(f"oi-convert-checkpoint: {e}", file=sys.stderr)
     return 1
@@ -142,7 +150,7 @@ def main(argv):
   for line in problems(report):
     logging.warning(line)
   strict_failures = {k: v for k, v in report["unused"].items() if k not in EXPECTED_UNUSED}
-  if _STRICT.value and (strict_failures or report["left_at_init"]):
+  if FLAGS.strict and (strict_failures or report["left_at_init"]):
     print("oi-convert-checkpoint: --strict: unused source variables or model variables left at "
           "initialisation (see above)", file=sys.stderr)
     return 1
@@ -150,7 +158,7 @@ def main(argv):
 
 
 def run():
-  flags.mark_flags_as_required(["source", "checkpoint", "output_dir"])
+  define_flags()
   app.run(main)
 
 

@@ -63,6 +63,7 @@ def test_extra_variables_are_reported_by_kind_and_strict_fails(tiny_oracle, tmp_
     tensors[f"{SCOPE}/conv1/weights/RMSProp"] = np.zeros([7, 7, 3, 64], np.float32)
     tensors["global_step"] = np.array(7, np.int64)
   checkpoint = _variant(tiny_oracle, tmp_path, add)
+  convert_checkpoint.define_flags()  # what its run() does before absl parses the command line
   flags.FLAGS.mark_as_parsed()
   common = dict(source="slim_resnet_v1", checkpoint=checkpoint)
   with flagsaver.flagsaver(output_dir=str(tmp_path / "strict"), strict=True, **common):
