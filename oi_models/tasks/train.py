@@ -18,16 +18,24 @@ from absl import logging
 
 from oi_models import app
 
-_EXPERIMENT = flags.DEFINE_string("experiment", None, "Registered experiment, e.g. oi_classifier_tiny.")
-_CONFIG_FILE = flags.DEFINE_multi_string("config_file", None, "YAML overriding the experiment; "
-                                         "repeatable, applied in order.")
-_PARAMS_OVERRIDE = flags.DEFINE_string("params_override", "", "Overrides applied last: YAML/JSON text "
-                                       "or comma-separated `a.b=c` pairs.")
-_MODE = flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval",
-                                                     "continuous_eval"], "What to run.")
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, params.yaml, "
-                                 "metrics.json and the per-class table go here.")
-_TPU = flags.DEFINE_string("tpu", None, "TPU address (or name) for runtime.distribution_strategy=tpu.")
+FLAGS = flags.FLAGS
+
+
+@app.define_once
+def define_flags() -> None:
+  """The command line's flags (Model Garden's train.py names), defined when it runs: importing the
+  module defines none, so it imports beside oi-export (--experiment, --config_file too)."""
+  flags.DEFINE_string("experiment", None, "Registered experiment, e.g. oi_classifier_tiny.")
+  flags.DEFINE_multi_string("config_file", None, "YAML overriding the experiment; repeatable, applied "
+                            "in order.")
+  flags.DEFINE_string("params_override", "", "Overrides applied last: YAML/JSON text or "
+                      "comma-separated `a.b=c` pairs.")
+  flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval", "continuous_eval"],
+                    "What to run.")
+  flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, params.yaml, metrics.json and the "
+                      "per-class table go here.")
+  flags.DEFINE_string("tpu", None, "TPU address (or name) for runtime.distribution_strategy=tpu.")
+
 
 EXIT_NON_FINITE = 2
 
@@ -44,13 +52,13 @@ def parse_params(experiment: str, config_files, params_override: str, tpu=None):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _EXPERIMENT.value or not _MODEL_DIR.value:
+  if not FLAGS.experiment or not FLAGS.model_dir:
     raise app.UsageError("--experiment and --model_dir are required")
-  params = parse_params(_EXPERIMENT.value, _CONFIG_FILE.value, _PARAMS_OVERRIDE.value, _TPU.value)
+  params = parse_params(FLAGS.experiment, FLAGS.config_file, FLAGS.params_override, FLAGS.tpu)
   from oi_models.tasks import actions  # pylint: disable=g-import-not-at-top
   from oi_models.tasks import trainer  # pylint: disable=g-import-not-at-top
   try:
-    trainer.run_experiment(params, _MODEL_DIR.value, _MODE.value)
+    trainer.run_experiment(params, FLAGS.model_dir, FLAGS.mode)
   except actions.NonFiniteLossError as e:
     logging.error("%s", e)
     print(f"oi-train: {e}", file=sys.stderr)
@@ -59,6 +67,7 @@ def main(argv):
 
 
 def run():
+  define_flags()
   app.run(main)
 
 
