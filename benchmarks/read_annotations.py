@@ -16,11 +16,13 @@ in --work_dir, then times, each in its own subprocess so that peak RSS belongs t
 
 Figures are medians over --repeats: wall seconds, rows/s, CPU seconds (user + system, all threads),
 peak RSS (the child's ru_maxrss from wait4), and ratios to pandas measured in the same run, runs of
-the two readers interleaved. The machine's load average is printed before and after, and whether
+the readers interleaved. The machine's load average is printed before and after, and whether
 oi_models parsed with pyarrow's threads: it does only when a core is free for them
-(`csv_engine.parse_threads`), so on a machine whose cores are busy with other work both readers run
-single-threaded and the wall-time ratio is about the CPU-time ratio. Targets on the full-size file:
-oi_models wall speed >= 1.8x pandas, peak RSS <= 1/4 of pandas'.
+(`csv_engine.parse_threads`). On a quiet machine oi_models' wall time is about half its CPU time
+(pyarrow's threads, and the next segment parsed on the prefetch thread while the groups of this one
+are walked); on a machine whose cores are busy with other work every thread only shares the time
+the process gets, and the wall-time ratio follows the CPU-time ratio. Targets on the full-size
+file: oi_models wall speed >= 1.8x pandas, peak RSS <= 1/4 of pandas'.
 
     python benchmarks/read_annotations.py                       # 3M rows, 3 runs (make bench)
     python benchmarks/read_annotations.py --rows 14610229       # full size, 1 run
