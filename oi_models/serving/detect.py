@@ -17,17 +17,23 @@ import os
 from absl import flags
 
 from oi_models import app
+from oi_models.serving import inference
 
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "SavedModel folder written by oi-export.")
-_IMAGE_LIST = flags.DEFINE_string("image_list", None, "File of image paths, one per line.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per SavedModel call.")
-_MIN_SCORE = flags.DEFINE_float("min_score", 0.0, "Detections below this score are not written.")
-_OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Official prediction CSV to write.")
-_OUTPUT_KAGGLE = flags.DEFINE_string("output_kaggle", None, "Kaggle submission CSV to write.")
-_OUTPUT_JSONL = flags.DEFINE_string("output_jsonl", None, "JSON lines file to write.")
-_DRAW_DIR = flags.DEFINE_string("draw_dir", None, "Folder for pictures with the detections drawn.")
-_DRAW_MIN_SCORE = flags.DEFINE_float("draw_min_score", 0.3, "Detections drawn from this score.")
-_FAILURES_CSV = flags.DEFINE_string("failures_csv", None, "CSV of the images that failed and why.")
+
+@app.define_once
+def define_flags() -> None:
+  """The command line's flags, defined when it runs: importing the module defines none (oi-classify
+  has flags of the same names)."""
+  flags.DEFINE_string("saved_model", None, "SavedModel folder written by oi-export.")
+  flags.DEFINE_string("image_list", None, "File of image paths, one per line.")
+  flags.DEFINE_integer("batch_size", 8, "Images per SavedModel call.")
+  flags.DEFINE_float("min_score", 0.0, "Detections below this score are not written.")
+  flags.DEFINE_string("output_csv", None, "Official prediction CSV to write.")
+  flags.DEFINE_string("output_kaggle", None, "Kaggle submission CSV to write.")
+  flags.DEFINE_string("output_jsonl", None, "JSON lines file to write.")
+  flags.DEFINE_string("draw_dir", None, "Folder for pictures with the detections drawn.")
+  flags.DEFINE_float("draw_min_score", 0.3, "Detections drawn from this score.")
+  flags.DEFINE_string("failures_csv", None, "CSV of the images that failed and why.")
 
 
 def detect(inputs, saved_model: str, *, image_list=None, batch_size=8, min_score=0.0,
@@ -36,7 +42,6 @@ def detect(inputs, saved_model: str, *, image_list=None, batch_size=8, min_score
   """Runs the detector over the images; returns the exit status (module docstring)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   from oi_models.evaluation import predictions  # pylint: disable=import-outside-toplevel
-  from oi_models.serving import inference  # pylint: disable=import-outside-toplevel
   run = inference.Run(inputs, saved_model, image_list=image_list, batch_size=batch_size,
                       output_files=[output_csv, output_kaggle], output_jsonl=output_jsonl,
                       draw_dir=draw_dir)
@@ -82,18 +87,11 @@ def _draw(image, boxes, scores, classes, label_map, draw_dir, min_score):
 
 
 def main(argv):
-  if not _SAVED_MODEL.value:
-    raise app.UsageError("--saved_model is required")
-  if len(argv) < 2 and not _IMAGE_LIST.value:
-    raise app.UsageError("give image files, folders or globs, or --image_list")
-  return detect(argv[1:], _SAVED_MODEL.value, image_list=_IMAGE_LIST.value,
-                batch_size=_BATCH_SIZE.value, min_score=_MIN_SCORE.value, output_csv=_OUTPUT_CSV.value,
-                output_kaggle=_OUTPUT_KAGGLE.value, output_jsonl=_OUTPUT_JSONL.value,
-                draw_dir=_DRAW_DIR.value, draw_min_score=_DRAW_MIN_SCORE.value,
-                failures_csv=_FAILURES_CSV.value)
+  return inference.main_from_flags(argv, detect)
 
 
 def run():
+  define_flags()
   app.run(main)
 
 

@@ -1,5 +1,5 @@
 """What oi-detect and oi-classify share: finding images, reading them as the builder does, batching a
-SavedModel over them, and reporting the images that could not be used.
+SavedModel over them, reporting the images that could not be used, and their flags-to-call `main`.
 
 Inputs are files, folders (their image files, not recursive), globs, and image-list files (one path
 per line, relative to the list's folder). Each image is read and checked as the dataset builder does
@@ -14,11 +14,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import inspect
 import json
 import os
 import pathlib
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+from absl import flags
+
+from oi_models import app
 from oi_models.datasets import builder_images
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -189,3 +193,16 @@ class Run:
       make_parents(failures_csv)
       write_failures(failures_csv, self.failures)
     return report(command, self.done, self.failures)
+
+
+def main_from_flags(argv: Sequence[str], infer: Callable[..., int]) -> int:
+  """The `main` of oi-detect and oi-classify: `infer(image inputs, --saved_model, **options)`, each
+  keyword-only parameter of `infer` (image_list, batch_size, output_csv, ...) given the value of the
+  command's flag of that name; the exit status."""
+  values = flags.FLAGS
+  if not values.saved_model:
+    raise app.UsageError("--saved_model is required")
+  if len(argv) < 2 and not values.image_list:
+    raise app.UsageError("give image files, folders or globs, or --image_list")
+  options = [p.name for p in inspect.signature(infer).parameters.values() if p.kind is p.KEYWORD_ONLY]
+  return infer(argv[1:], values.saved_model, **{name: values[name].value for name in options})
