@@ -34,23 +34,31 @@ from oi_models.datasets import make_sample
 DETECTOR_STEPS = 500
 STEPS = ("sample", "build", "preview", "train", "export", "inference")
 
-_OUT_DIR = flags.DEFINE_string("out_dir", "demo_out", "Where the demo writes the sample, the dataset, "
-                               "the models and its report.")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 300, "Images in the synthetic sample dataset.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the sample dataset and of the sampling order.")
-_CLASSIFIER_STEPS = flags.DEFINE_integer("classifier_steps", 300, "Training steps of the tiny "
-                                         "classifier (its schedule is compressed to them).")
-_DETECTOR_STEPS = flags.DEFINE_integer("detector_steps", DETECTOR_STEPS, "Training steps of the tiny "
-                                       "detector (its schedule is compressed to them).")
-_PHOTOS_DIR = flags.DEFINE_string(
-    "photos_dir", os.path.join(os.environ.get("OI_SHARED", "../shared/openimages"), "images"),
-    "Real photos (*.jpg) the exported models also run on; skipped when absent.")
-_STOP_AFTER = flags.DEFINE_enum("stop_after", STEPS[-1], STEPS, "Last step to run.")
 _CONFIG = "v6_original"  # The sample's images are small already: keep them as they are.
 _PREVIEW_IMAGES = 8
 _SHEET_IMAGES = 8
 _DRAW_MIN_SCORE = 0.3
 MARKER = ".oi_demo"  # In every out_dir the demo made: it may delete and rewrite what is inside.
+
+FLAGS = flags.FLAGS
+
+
+@app.define_once
+def define_flags() -> None:
+  """The command line's flags, defined when it runs: importing the module defines none (oi-download
+  and oi-make-sample define --out_dir, --num_images, --seed too)."""
+  flags.DEFINE_string("out_dir", "demo_out", "Where the demo writes the sample, the dataset, "
+                      "the models and its report.")
+  flags.DEFINE_integer("num_images", 300, "Images in the synthetic sample dataset.")
+  flags.DEFINE_integer("seed", 0, "Seed of the sample dataset and of the sampling order.")
+  flags.DEFINE_integer("classifier_steps", 300, "Training steps of the tiny "
+                       "classifier (its schedule is compressed to them).")
+  flags.DEFINE_integer("detector_steps", DETECTOR_STEPS, "Training steps of the tiny "
+                       "detector (its schedule is compressed to them).")
+  flags.DEFINE_string(
+      "photos_dir", os.path.join(os.environ.get("OI_SHARED", "../shared/openimages"), "images"),
+      "Real photos (*.jpg) the exported models also run on; skipped when absent.")
+  flags.DEFINE_enum("stop_after", STEPS[-1], STEPS, "Last step to run.")
 
 
 class _Report:
@@ -72,7 +80,7 @@ def _sample(out_dir: pathlib.Path, report: _Report) -> pathlib.Path:
   start = time.perf_counter()
   root = out_dir / "sample"
   shutil.rmtree(root, ignore_errors=True)  # A previous run's sample may have other flags.
-  make_sample.make_sample(root, num_images=_NUM_IMAGES.value, seed=_SEED.value, overwrite=True)
+  make_sample.make_sample(root, num_images=FLAGS.num_images, seed=FLAGS.seed, overwrite=True)
   report.add("Sample dataset (official V6 layout)", make_sample.summarize(root),
              time.perf_counter() - start)
   return root
@@ -103,7 +111,7 @@ def _input_preview(ds_builder, out_dir: pathlib.Path, report: _Report) -> None:
   from oi_models.dataloaders import examples  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   names = ds_builder.info.metadata["boxable_class_names"]
-  balanced = examples.load(ds_builder, "train", order="class_aware", seed=_SEED.value,
+  balanced = examples.load(ds_builder, "train", order="class_aware", seed=FLAGS.seed,
                            deterministic=True)
   parser = detection_input.Parser(short_side=192, long_side=256, min_level=3, max_level=5,
                                   normalize=False, rpn_targets=False, max_num_instances=32)
@@ -181,7 +189,7 @@ def _train_classifier(out_dir: pathlib.Path, report: _Report):
   start = time.perf_counter()
   try:
     params, command, seconds = _train("oi_classifier_tiny", model_dir, str(out_dir / "tfds"),
-                                      _CLASSIFIER_STEPS.value)
+                                      FLAGS.classifier_steps)
   except classification.NoTrainableClassesError as e:  # A sample too small for the thresholds.
     report.add(title, f"skipped: {e}", time.perf_counter() - start)
     return None
@@ -205,7 +213,7 @@ def _train_detector(out_dir: pathlib.Path, report: _Report) -> pathlib.Path:
   model_dir = out_dir / "detector"
   # Detections also count for their ancestors, as the export's --expand_hierarchy makes them.
   params, command, seconds = _train("oi_detector_irv2_tiny", model_dir, str(out_dir / "tfds"),
-                                    _DETECTOR_STEPS.value,
+                                    FLAGS.detector_steps,
                                     {"evaluation": {"expand_predictions": True}})
   metrics, table = _metrics_body(model_dir, eval_report.DETECTION_COLUMNS)
   report.figures["detector validation challenge mAP@0.5"] = metrics["mean_ap"]
@@ -279,7 +287,7 @@ def _inference_inputs(sample_root: pathlib.Path) -> tuple[list[str], set, list]:
   real photos of --photos_dir (when it exists)."""
   test = sample_root / "test"
   test_ids = {p.stem for p in test.iterdir()}
-  photos_dir = pathlib.Path(_PHOTOS_DIR.value)
+  photos_dir = pathlib.Path(FLAGS.photos_dir)
   photos = sorted(p.stem for p in photos_dir.glob("*.jpg")) if photos_dir.is_dir() else []
   return [str(test)] + ([str(photos_dir)] if photos else []), test_ids, photos
 
@@ -372,10 +380,10 @@ def _claim(out_dir: pathlib.Path) -> None:
 def main(argv):
   del argv
   start = time.perf_counter()
-  out_dir = pathlib.Path(_OUT_DIR.value)
+  out_dir = pathlib.Path(FLAGS.out_dir)
   _claim(out_dir)
   report = _Report(out_dir / "report.md")
-  last = STEPS.index(_STOP_AFTER.value)
+  last = STEPS.index(FLAGS.stop_after)
   sample_root = _sample(out_dir, report)
   if last >= STEPS.index("build"):
     ds_builder = _build(sample_root, out_dir, report)
@@ -404,6 +412,7 @@ def main(argv):
 
 
 def run():
+  define_flags()
   app.run(main)
 
 
