@@ -1,16 +1,13 @@
-"""Oracle: TF-slim's Inception-ResNet-v2 and the OD API's Faster R-CNN feature extractor, random init.
+"""Oracle: TF-slim's Inception-ResNet-v2 classifier, random init.
 
-Usage: slim_inception_resnet_v2.py OUT_DIR HEIGHT WIDTH NUM_CROPS
+Usage: slim_inception_resnet_v2.py OUT_DIR HEIGHT WIDTH
 
-Builds, in one TF1 graph and each under a variable prefix of its own (each costs ~10 s of graph
-construction, so the oracle holds two):
-- `InceptionResnetV2/...`: slim's classifier `inception_resnet_v2(num_classes=1001)` (VALID padding, as
-  slim's ImageNet checkpoint), end points PreAuxLogits (output stride 16), Conv2d_7b_1x1 and Logits;
-- `FirstStageFeatureExtractor/...` and `SecondStageFeatureExtractor/...`: the OD API's
-  `FasterRCNNInceptionResnetV2FeatureExtractor` at first-stage stride 8 (inference), its RPN features on
-  the image and its box-classifier features on random 17x17x1088 crops.
+Builds slim's classifier `inception_resnet_v2(num_classes=1001)` (VALID padding, as slim's ImageNet
+checkpoint) in a TF1 graph, end points PreAuxLogits (output stride 16), Conv2d_7b_1x1 and Logits. (The
+OD API's Faster R-CNN feature extractor, the other layout of these weights, is compared in the whole
+reference detector by tests/modeling/faster_rcnn/test_parity.py.)
 Every variable gets random values (batch-norm statistics, betas and biases too, so that none is a no-op);
-writes OUT_DIR/model.ckpt and OUT_DIR/features.npz (inputs and end points), and OUT_DIR/variables.txt.
+writes OUT_DIR/model.ckpt, OUT_DIR/features.npz (the input and the end points) and OUT_DIR/variables.txt.
 """
 
 import pathlib
@@ -24,7 +21,6 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow.compat.v1 as tf  # pylint: disable=wrong-import-position
 import tf_slim as slim  # pylint: disable=wrong-import-position
 from nets import inception_resnet_v2  # pylint: disable=wrong-import-position
-from object_detection.models import faster_rcnn_inception_resnet_v2_feature_extractor as od_irv2  # pylint: disable=wrong-import-position
 
 
 def _randomize() -> tf.Operation:
@@ -39,33 +35,25 @@ def _randomize() -> tf.Operation:
   return tf.group(assigns)
 
 
-def main(out_dir: str, height: str, width: str, num_crops: str) -> None:
+def main(out_dir: str, height: str, width: str) -> None:
   out = pathlib.Path(out_dir)
   tf.set_random_seed(0)
   rng = np.random.default_rng(0)
   image = rng.uniform(-1, 1, (1, int(height), int(width), 3)).astype(np.float32)
-  crops = rng.uniform(0, 2, (int(num_crops), 17, 17, 1088)).astype(np.float32)
   images_in = tf.placeholder(tf.float32, image.shape)
-  crops_in = tf.placeholder(tf.float32, crops.shape)
   fetches = {}
   with slim.arg_scope(inception_resnet_v2.inception_resnet_v2_arg_scope()):
     _, points = inception_resnet_v2.inception_resnet_v2(images_in, num_classes=1001, is_training=False)
     fetches["valid_16/PreAuxLogits"] = points["PreAuxLogits"]
     fetches["valid_16/Conv2d_7b_1x1"] = points["Conv2d_7b_1x1"]
     fetches["valid_16/Logits"] = points["Logits"]
-  extractor = od_irv2.FasterRCNNInceptionResnetV2FeatureExtractor(
-      is_training=False, first_stage_features_stride=8)
-  rpn_features, _ = extractor.extract_proposal_features(images_in, scope="FirstStageFeatureExtractor")
-  fetches["od_8/PreAuxLogits"] = rpn_features
-  fetches["od_8/box_classifier_features"] = extractor.extract_box_classifier_features(
-      crops_in, scope="SecondStageFeatureExtractor")
   randomize = _randomize()
   with tf.Session() as sess:
     sess.run(tf.global_variables_initializer())
     sess.run(randomize)
     tf.train.Saver().save(sess, str(out / "model.ckpt"), write_meta_graph=False)
-    values = sess.run(fetches, {images_in: image, crops_in: crops})
-  np.savez(out / "features.npz", image=image, crops=crops, **values)
+    values = sess.run(fetches, {images_in: image})
+  np.savez(out / "features.npz", image=image, **values)
   (out / "variables.txt").write_text("".join(f"{v.op.name}\n" for v in tf.global_variables()))
 
 

@@ -6,8 +6,6 @@ One tiny model is trained once for the module (`trained`) on a 300-image sample 
 import csv
 import json
 import math
-import re
-import shutil
 
 import numpy as np
 import pytest
@@ -18,7 +16,6 @@ from official.core import train_utils
 
 from oi_models.configs import classification as cls_cfg
 from oi_models import evaluation
-from oi_models.tasks import actions
 from oi_models.tasks import classification
 from oi_models.tasks import initialization
 from oi_models.tasks import registry_imports  # pylint: disable=unused-import
@@ -27,6 +24,7 @@ from oi_models.tasks import trainer
 from oi_models.datasets import make_sample
 from oi_models.io import readers
 from tests.tasks import sample_data
+from tests.tasks import test_train
 
 TINY = "oi_classifier_tiny"
 
@@ -49,10 +47,6 @@ def trained(sample, tmp_path_factory):
   params = tiny_params(data_dir)
   trainer.run_experiment(params, model_dir, "train_and_eval")
   return params, model_dir
-
-
-def _latest_step(model_dir):
-  return int(tf.train.latest_checkpoint(model_dir).rsplit("-", 1)[1])
 
 
 def test_tiny_classifier_learns_the_sample_and_file_evaluation_agrees(sample, trained):
@@ -221,18 +215,7 @@ def test_bfloat16_run_computes_in_bfloat16_and_trains(sample, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
   params, model_dir = trained
-  copy = tmp_path / "run"
-  shutil.copytree(model_dir, copy)
-  good = tf.train.latest_checkpoint(str(copy))
-  step = _latest_step(str(copy))
-  bad = params.replace(task={"losses": {"loss_weight": float("nan")}},
-                       trainer={"train_steps": step + 10, "steps_per_loop": 5, "summary_interval": 5})
-  with pytest.raises(actions.NonFiniteLossError, match=f"step {step + 5}.*{re.escape(good)}"):
-    trainer.run_experiment(bad, str(copy), "train")
-  assert tf.train.latest_checkpoint(str(copy)) == good
-  reader = tf.train.load_checkpoint(good)
-  assert all(np.isfinite(reader.get_tensor(n)).all() for n, _ in tf.train.list_variables(good)
-             if n.startswith("model/") and reader.get_variable_to_dtype_map()[n].is_floating)
+  test_train.assert_non_finite_loss_stops(params, model_dir, tmp_path / "run", loop=5)
 
 
 def _model_outputs(model, images):

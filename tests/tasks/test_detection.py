@@ -2,7 +2,10 @@
 
 The tiny Inception-ResNet-v2 Faster R-CNN (`oi_detector_irv2_tiny`: quarter width, 1/1/1 repeats,
 128-160 px) is trained once for the module (`trained`) on a 200-image sample (160 train, 20
-validation) and evaluated on the validation split with the challenge protocol.
+validation) and evaluated on the validation split with the challenge protocol, its detections
+expanded to their ancestors (`evaluation.expand_predictions`), as a challenge submission must be: the
+protocol expands the ground truth only, and the model predicts leaves (the parents' boxes exist only
+through expansion), so without it the three parent classes score ~0 whatever the model.
 """
 
 import csv
@@ -18,8 +21,9 @@ from tests.tasks import sample_data
 
 TINY = "oi_detector_irv2_tiny"
 MAP_KEY = "OpenImagesDetectionChallenge_Precision/mAP@0.5IOU"
-# ~0.4 s each on 2 quiet cores (batch 4, 160 px), ~1 s at load 7.
-TRAIN_STEPS = 600
+# ~0.4 s each on 2 quiet cores (batch 4, 160 px), ~1.3 s at load 8. Validation mAP with detections
+# expanded: 0.62 after 300 steps, 0.75 after 600 (0.51 after 600 without expansion).
+TRAIN_STEPS = 300
 
 
 def tiny_params(data_dir, **override):
@@ -40,20 +44,22 @@ def trained(sample, tmp_path_factory):
   params = tiny_params(data_dir, trainer={
       "train_steps": TRAIN_STEPS, "steps_per_loop": 100, "summary_interval": 100,
       "validation_interval": TRAIN_STEPS, "checkpoint_interval": TRAIN_STEPS,
-      "optimizer_config": {"learning_rate": {"cosine": {"decay_steps": TRAIN_STEPS}}}})
+      "optimizer_config": {"learning_rate": {"cosine": {"decay_steps": TRAIN_STEPS}}}},
+      task={"evaluation": {"expand_predictions": True}})
   trainer.run_experiment(params, model_dir, "train_and_eval")
   return params, model_dir
 
 
 def test_tiny_detector_learns_the_sample_and_reports_consistently(trained):
-  """Challenge mAP@0.5 >= 0.5 on the validation split (untrained: ~0.005); metrics.json covers every
-  boxable class and validation image, mAP = mean of the per-class APs."""
+  """Challenge mAP@0.5 (detections expanded) >= 0.5 on the validation split (untrained: ~0.005);
+  metrics.json covers every boxable class and validation image, mAP = mean of the per-class APs."""
   params, model_dir = trained
   with open(f"{model_dir}/metrics.json") as f:
     metrics = json.load(f)
   mode = metrics["mode"]
   assert mode["global_step"] == TRAIN_STEPS and mode["split"] == "validation"
   assert mode["protocol"] == "challenge" and mode["expand_ground_truth"]
+  assert mode["expand_predictions"]
   assert mode["image_level_labels"] and mode["num_images"] == 20
   assert metrics["mean_ap"] >= 0.5
   aps = [r["AP"] for r in metrics["per_class"] if r["AP"] is not None]
@@ -100,19 +106,20 @@ def test_anchor_targets_use_the_model_generator_and_skip_the_padding(trained):
 
 
 def test_expanding_predictions_scores_the_parents_and_leaves_the_leaves(trained, tmp_path):
-  """evaluation.expand_predictions copies each detection to its ancestors (oi-evaluate's option):
-  the parents, which the model never predicts, get their children's detections; leaves keep their AP."""
+  """evaluation.expand_predictions copies each detection to its ancestors (oi-evaluate's option): the
+  same checkpoint evaluated without it gives the parents, which the model never predicts, only
+  their own (few) detections; the leaves keep their AP."""
   params, model_dir = trained
   with open(f"{model_dir}/metrics.json") as f:
-    plain = {r["DisplayName"]: r for r in json.load(f)["per_class"]}
+    expanded = {r["DisplayName"]: r for r in json.load(f)["per_class"]}
   for name in ("checkpoint", f"ckpt-{TRAIN_STEPS}.index", f"ckpt-{TRAIN_STEPS}.data-00000-of-00001"):
     (tmp_path / name).write_bytes(open(f"{model_dir}/{name}", "rb").read())
-  trainer.run_experiment(params.replace(task={"evaluation": {"expand_predictions": True}}),
+  trainer.run_experiment(params.replace(task={"evaluation": {"expand_predictions": False}}),
                          str(tmp_path), "eval")
   with open(tmp_path / "metrics.json") as f:
     metrics = json.load(f)
-  assert metrics["mode"]["expand_predictions"]
-  expanded = {r["DisplayName"]: r for r in metrics["per_class"]}
+  assert not metrics["mode"]["expand_predictions"]
+  plain = {r["DisplayName"]: r for r in metrics["per_class"]}
   for name in ("Round shape", "Polygon", "Sign"):
     assert plain[name]["TP"] + plain[name]["FP"] < expanded[name]["TP"] + expanded[name]["FP"]
     assert expanded[name]["AP"] > plain[name]["AP"]

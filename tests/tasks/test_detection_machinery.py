@@ -6,7 +6,6 @@ dominate. The classifier's helpers and 60-image, 64 px sample (tests/tasks/test_
 """
 
 import math
-import re
 import subprocess
 import sys
 import time
@@ -17,7 +16,6 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from oi_models.tasks import actions
 from oi_models.tasks import registry_imports  # pylint: disable=unused-import
 from oi_models.tasks import strategies
 from oi_models.tasks import trainer
@@ -27,6 +25,7 @@ from tests.tasks.test_classification import _scalars
 from tests.tasks.test_train import _assert_evaluated_whole_validation_split
 from tests.tasks.test_train import _checkpoint_step
 from tests.tasks.test_train import _env
+from tests.tasks.test_train import assert_non_finite_loss_stops
 from tests.tasks.test_train import run_two_workers
 from tests.tasks.test_train import sample  # pylint: disable=unused-import  (the shared fixture)
 
@@ -53,31 +52,35 @@ def _loops(steps, loop):
           "checkpoint_interval": loop, "validation_interval": steps}
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(sample, tmp_path):
+@pytest.fixture(scope="module")
+def bfloat16_run(sample, tmp_path_factory):
+  """Two steps in bfloat16 (params, model, model_dir): the bfloat16 test's run, whose checkpoint the
+  NaN test continues in float32 (the variables are float32 in both)."""
   data_dir, _ = sample
-  trainer.run_experiment(small_params(data_dir, trainer=_loops(2, 2)), str(tmp_path), "train")
-  good = tf.train.latest_checkpoint(str(tmp_path))
-  assert good.endswith("ckpt-2")
-  bad = small_params(data_dir, task={"losses": {"loss_weight": float("nan")}}, trainer=_loops(4, 2))
-  with pytest.raises(actions.NonFiniteLossError, match=f"step 4.*{re.escape(good)}"):
-    trainer.run_experiment(bad, str(tmp_path), "train")
-  assert tf.train.latest_checkpoint(str(tmp_path)) == good
-
-
-def test_bfloat16_run_computes_in_bfloat16_and_trains(sample, tmp_path):
-  data_dir, _ = sample
+  model_dir = tmp_path_factory.mktemp("bfloat16_run")
   params = small_params(data_dir, runtime={"mixed_precision_dtype": "bfloat16"},
                         trainer=_loops(2, 1))
   try:
-    model, _ = trainer.run_experiment(params, str(tmp_path), "train")
-    convs = [l for l in model.submodules if isinstance(l, tf_keras.layers.Conv2D)]
-    assert convs and all(l.compute_dtype == "bfloat16" for l in convs)
-    assert all(w.dtype == tf.float32 for w in model.trainable_weights)
-    losses = _scalars(f"{tmp_path}/train")["training_loss"]
-    assert [s for s, _ in losses] == [1, 2] and all(math.isfinite(v) for _, v in losses)
+    model, _ = trainer.run_experiment(params, str(model_dir), "train")
   finally:
     strategies.set_precision(params.replace(runtime={"mixed_precision_dtype": None}).runtime)
+  return params, model, model_dir
+
+
+def test_bfloat16_run_computes_in_bfloat16_and_trains(bfloat16_run):
+  _, model, model_dir = bfloat16_run
+  convs = [l for l in model.submodules if isinstance(l, tf_keras.layers.Conv2D)]
+  assert convs and all(l.compute_dtype == "bfloat16" for l in convs)
+  assert all(w.dtype == tf.float32 for w in model.trainable_weights)
+  losses = _scalars(f"{model_dir}/train")["training_loss"]
+  assert [s for s, _ in losses] == [1, 2] and all(math.isfinite(v) for _, v in losses)
   assert tf_keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(bfloat16_run, tmp_path):
+  params, _, model_dir = bfloat16_run
+  float32 = params.replace(runtime={"mixed_precision_dtype": None})
+  assert_non_finite_loss_stops(float32, model_dir, tmp_path / "run", loop=2)
 
 
 def test_training_under_xla_auto_clustering_compiles_the_networks(sample, tmp_path):

@@ -4,6 +4,7 @@ mirrored, two workers on loopback. Tiny images, few steps."""
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -141,6 +142,29 @@ def run_two_workers(command):
         if other.poll() is None and job.returncode not in (None, 0):
           other.kill()
     assert job.returncode == 0, err[-3000:]
+
+
+def assert_non_finite_loss_stops(params, model_dir, run_dir, loop):
+  """Continues the run in `model_dir` (copied to `run_dir`) with a NaN loss weight for `loop` steps
+  per loop: the first loop ends in NonFiniteLossError naming its step and the last good checkpoint,
+  which stays the latest and holds only finite values (weights and optimizer slots). Shared by the classifier's and the
+  detector's tests."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from oi_models.tasks import actions  # pylint: disable=import-outside-toplevel
+  from oi_models.tasks import trainer  # pylint: disable=import-outside-toplevel
+  shutil.copytree(model_dir, run_dir)
+  good = tf.train.latest_checkpoint(str(run_dir))
+  step = _checkpoint_step(run_dir)
+  bad = params.replace(task={"losses": {"loss_weight": float("nan")}},
+                       trainer={"train_steps": step + 2 * loop, "steps_per_loop": loop,
+                                "summary_interval": loop, "checkpoint_interval": loop})
+  with pytest.raises(actions.NonFiniteLossError, match=f"step {step + loop}.*{re.escape(good)}"):
+    trainer.run_experiment(bad, str(run_dir), "train")
+  assert tf.train.latest_checkpoint(str(run_dir)) == good
+  reader = tf.train.load_checkpoint(good)
+  floating = [n for n, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating]
+  assert floating and all(np.isfinite(reader.get_tensor(n)).all() for n in floating)
 
 
 def test_multi_worker_mirrored_two_processes_on_loopback_end_identical(sample, tmp_path):
