@@ -93,10 +93,12 @@ def test_training_under_xla_auto_clustering_compiles_the_networks(sample, tmp_pa
                                       "trainer.steps_per_loop=1", "trainer.summary_interval=1",
                                       "trainer.checkpoint_interval=2",
                                       "runtime.distribution_strategy=one_device"])
+  # LLVM's optimisation passes off: the test asks whether XLA compiles and trains, not how fast the
+  # code is; it takes ~30% less time (135 s against 189 s at load 6).
   done = subprocess.run(
       _train_cmd(tmp_path / "run", "--mode=train", f"--params_override={overrides}"),
       env=_env(TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit",
-               XLA_FLAGS=f"--xla_dump_to={dump}"),
+               XLA_FLAGS=f"--xla_dump_to={dump} --xla_backend_optimization_level=0"),
       capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   assert _checkpoint_step(tmp_path / "run") == 2
