@@ -1,5 +1,5 @@
-"""The training machinery for the detector as for the classifier: resume after SIGKILL, NaN stop, XLA,
-bfloat16, MirroredStrategy over two logical CPUs and two workers on loopback.
+"""The training machinery for the detector as for the classifier: resume after SIGKILL (under XLA),
+NaN stop, bfloat16, MirroredStrategy over two logical CPUs and two workers on loopback.
 
 The tiny detector at 64x64 px, batch 2, 8 proposals: each step is cheap, process start and tracing
 dominate. The classifier's helpers and 60-image, 64 px sample (tests/tasks/test_train.py) are reused.
@@ -83,37 +83,17 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(bfloat16_run, 
   assert_non_finite_loss_stops(float32, model_dir, tmp_path / "run", loop=2)
 
 
-def test_training_under_xla_auto_clustering_compiles_the_networks(sample, tmp_path):
-  """XLA on CPU: CropAndResize (and NMS) have no XLA kernel, so `jit_compile=True` cannot take the
-  whole step; auto-clustering (benchmarks/detector_train_step.py's XLA rows) compiles the
-  convolutional networks and their gradients, which the dumped XLA modules show, and trains."""
-  data_dir, _ = sample
-  dump = tmp_path / "xla_dump"
-  overrides = ",".join(SMALL_FLAGS + [sample_data.data_flag(data_dir), "trainer.train_steps=2",
-                                      "trainer.steps_per_loop=1", "trainer.summary_interval=1",
-                                      "trainer.checkpoint_interval=2",
-                                      "runtime.distribution_strategy=one_device"])
-  # LLVM's optimisation passes off: the test asks whether XLA compiles and trains, not how fast the
-  # code is; it takes ~30% less time (135 s against 189 s at load 6).
-  done = subprocess.run(
-      _train_cmd(tmp_path / "run", "--mode=train", f"--params_override={overrides}"),
-      env=_env(TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit",
-               XLA_FLAGS=f"--xla_dump_to={dump} --xla_backend_optimization_level=0"),
-      capture_output=True, text=True, timeout=900)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert _checkpoint_step(tmp_path / "run") == 2
-  losses = _scalars(f"{tmp_path}/run/train")["training_loss"]
-  assert [s for s, _ in losses] == [1, 2] and all(math.isfinite(v) for _, v in losses)
-  modules = [p.read_text() for p in dump.glob("*after_optimizations.txt")]
-  assert any("convolution(" in m for m in modules), sorted(p.name for p in dump.iterdir())[:20]
-
-
 def _train_cmd(model_dir, *flags):
   return [sys.executable, "-m", "oi_models.tasks.train", f"--experiment={TINY}",
           f"--model_dir={model_dir}", *flags]
 
 
-def test_sigkill_then_restart_resumes_from_the_last_checkpoint(sample, tmp_path):
+def test_sigkill_then_restart_under_xla_resumes_and_compiles_the_networks(sample, tmp_path):
+  """A run killed with SIGKILL resumes from its last checkpoint; the resumed process trains under XLA
+  auto-clustering (one process start less than a run of its own). XLA on CPU: CropAndResize (and
+  NMS) have no XLA kernel, so `jit_compile=True` cannot take the whole step; auto-clustering
+  (benchmarks/detector_train_step.py's XLA rows) compiles the convolutional networks and their
+  gradients, which the dumped XLA modules show."""
   data_dir, _ = sample
   model_dir = tmp_path / "run"
   overrides = ",".join(SMALL_FLAGS + [sample_data.data_flag(data_dir), "trainer.steps_per_loop=2",
@@ -134,13 +114,22 @@ def test_sigkill_then_restart_resumes_from_the_last_checkpoint(sample, tmp_path)
   assert "train_steps: 100000" in (model_dir / "params.yaml").read_text()
 
   target = killed_at + 2
+  dump = tmp_path / "xla_dump"
+  # LLVM's optimisation passes off: the test asks whether XLA compiles and trains, not how fast the
+  # code is; it takes ~30% less time (135 s against 189 s at load 6).
   done = subprocess.run(_train_cmd(model_dir, "--mode=train",
                                    f"--params_override={overrides},trainer.train_steps={target}"),
-                        env=_env(), capture_output=True, text=True, timeout=900)
+                        env=_env(TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit",
+                                 XLA_FLAGS=f"--xla_dump_to={dump} --xla_backend_optimization_level=0"),
+                        capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   assert f"restored model from {model_dir}/ckpt-{killed_at}" in done.stdout
   assert f"train | step: {killed_at:6d} | training until step {target}" in done.stdout
   assert _checkpoint_step(model_dir) == target
+  losses = dict(_scalars(f"{model_dir}/train")["training_loss"])
+  assert math.isfinite(losses[target])
+  modules = [p.read_text() for p in dump.glob("*after_optimizations.txt")]
+  assert any("convolution(" in m for m in modules), sorted(p.name for p in dump.iterdir())[:20]
 
 
 def _distributed_cmd(data_dir, model_dir, out, *flags):
