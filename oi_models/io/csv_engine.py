@@ -18,10 +18,11 @@ table while it adds every failing row to a `Checks`. The engine does the rest, t
   of a record with the header's field count) is replaced by an empty row of the same field count and
   reported as one bad row ("unclosed or stray quote"), naming its field. Segments without a quote
   skip the guard (one memchr) and are parsed with quoting off.
-* A thread of its own. Segments are read, guarded, parsed and built on a prefetch thread
-  (`prefetch.prefetched`), one ahead of the segment the caller is walking: pyarrow's parse runs
-  without the GIL, so on two cores the next segment is parsed while Python walks this one. Only the
-  verdict on bad rows (raise, or count in the report) is given in the caller's thread, in order.
+* A thread of its own. When a core is free (`parse_threads`), segments are read, guarded, parsed
+  and built on a prefetch thread (`prefetch.prefetched`), one ahead of the segment the caller is
+  walking: pyarrow's parse runs without the GIL, so on two cores the next segment is parsed while
+  Python walks this one. Only the verdict on bad rows (raise, or count in the report) is given in
+  the caller's thread, in order.
 * Line numbers. Rows are numbered by physical line (header = 1), exact across segments, blank lines,
   rows pyarrow rejects and quoted newlines (the guard knows every record it let span lines).
 * Bad rows. In strict mode the earliest bad row of a segment raises `AnnotationError` naming file,
@@ -460,13 +461,15 @@ def _extend_record(data: bytes, start: int, end: int, num_fields: int,
 
 
 def parse_threads() -> bool:
-  """Whether a fast parse uses pyarrow's threads: only when a core is free for them.
+  """Whether a read uses threads (pyarrow's, and the prefetch thread): only when a core is free.
 
-  Parsing is most of a read, and pyarrow's threads spread it over the cores that are free. On a
-  machine whose cores are all busy they only share the time this process gets, and the hand-offs
-  between them cost more than they gain: at a load average of 10 on 2 cores a single-threaded read
-  of a 3M-row box file took 0.56-0.67x the wall time of a threaded one. The 1-minute load average
-  taken when a read starts decides.
+  Parsing is most of a read, and threads spread it over the cores that are free. On a machine whose
+  cores are all busy they only share the time this process gets, and the hand-offs between them
+  cost more than they gain: at a load average of 10 on 2 cores a single-threaded read of a 3M-row
+  box file took 0.56-0.67x the wall time of one on pyarrow's threads, and at a load of 4-5.6 a read
+  without the prefetch thread took a median 6.8 s (4.2 CPU-s) against 8.9 s (4.9 CPU-s) with it
+  (six runs each; the thread's GIL hand-offs wait on the cores' other work). The 1-minute load
+  average taken when a read starts decides.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -541,9 +544,12 @@ class _Stream:
 
   def __iter__(self) -> Iterator[Chunk]:
     yielded = False
-    # Segments are read, guarded, parsed and built on a thread of their own, one ahead of the one
-    # being consumed; only the verdict on bad rows (raise or count) is given here, in order.
-    for built in prefetch.prefetched(self._built_segments, name="oi_models-csv"):
+    # Segments are read, guarded, parsed and built on a thread of their own (when a core is free
+    # for it), one ahead of the one being consumed; only the verdict on bad rows (raise or count)
+    # is given here, in order.
+    segments = (prefetch.prefetched(self._built_segments, name="oi_models-csv") if self.threads
+                else self._built_segments())
+    for built in segments:
       chunk = self._verdict(built)
       if len(chunk.table) or not yielded:
         yielded = True

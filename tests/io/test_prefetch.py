@@ -213,7 +213,20 @@ def test_read_csv_arrays_do_not_point_into_their_input(threads, quote):
   assert table.equals(parse(pa.py_buffer(text)))
 
 
-def test_a_reader_closed_early_leaves_no_thread(box_file):
+@pytest.mark.parametrize("threads", [True, False])
+def test_a_reader_uses_the_prefetch_thread_only_when_a_core_is_free(box_file, monkeypatch, threads):
+  monkeypatch.setattr(csv_engine, "parse_threads", lambda: threads)
+  from oi_models.io import readers  # pylint: disable=g-import-not-at-top
+  seen = set()
+  for i, _ in enumerate(readers.iter_image_groups(box_file, chunk_bytes=20_000)):
+    if i % 500 == 0:
+      seen |= {t.name for t in threading.enumerate()}
+  assert ("oi_models-csv" in seen) == threads
+
+
+def test_a_reader_closed_early_leaves_no_thread(box_file, monkeypatch):
+  monkeypatch.setattr(csv_engine, "parse_threads", lambda: True)  # A free core: the thread is used.
+
   def readers_threads():
     return [t for t in threading.enumerate() if t.name == "oi_models-csv"]
 
