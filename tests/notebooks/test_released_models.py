@@ -15,5 +15,6 @@ def test_released_models_runs_top_to_bottom(run_notebook, notebook_env, tmp_path
   # The notebook converts with these settings (its MIN_DIMENSION, MAX_DIMENSION, PROPOSALS).
   assert (reference.MIN_DIMENSION, reference.MAX_DIMENSION, reference.MAX_PROPOSALS) == (128, 192, 32)
   shared = reference.reference(tmp_path_factory)
-  env = dict(notebook_env, OI_DETECTOR_ORACLE_DIR=str(shared.folder))
+  # Two steps of the full-depth detector's fine-tuning (seconds each) show the path.
+  env = dict(notebook_env, OI_DETECTOR_ORACLE_DIR=str(shared.folder), OI_DETECTOR_FINETUNE_STEPS="2")
   check_runs_top_to_bottom(run_notebook, env, "released_models.ipynb")
