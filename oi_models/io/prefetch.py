@@ -9,7 +9,8 @@ finalizes aborts the process ("terminate called without an active exception"), s
 a daemon and stops on every path: when the consumer finishes, raises, or closes the generator early
 (its `finally` stops the thread and joins it, which waits for the item in progress), and when the
 consumer is gone without closing it (its thread ended; or the interpreter is exiting and the consumer
-is a daemon thread, or the main thread, which `threading` marks stopped before it joins the others).
+is a daemon thread, or the main thread, which `threading` marks stopped before it joins the others;
+or the generator, in a reference cycle, is collected on the producer thread itself).
 An error raised while making an item is raised in the consumer, in order.
 """
 
@@ -85,4 +86,7 @@ def prefetched(make: Callable[[], Iterator[T]], depth: int = 1,
       yield item
   finally:
     stop.set()
-    thread.join()
+    # Dropped without a close, this generator is finalized by whichever thread's garbage
+    # collection finds it, the producer's own included; that one stops on the flag by itself.
+    if threading.current_thread() is not thread:
+      thread.join()

@@ -243,3 +243,27 @@ def test_a_reader_closed_early_leaves_no_thread(box_file, monkeypatch):
     if i == 50:
       break
   assert not readers_threads()
+
+
+def test_a_consumer_collected_on_the_producer_thread_stops_it(monkeypatch):
+  # A consumer's generator dropped in a reference cycle is finalized by the garbage collection of
+  # whichever thread runs it, here the producer's (as a CI run showed inside a reader): its
+  # `finally` must stop the thread without joining the thread it runs on.
+  unraisable = []
+  monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+  dropped = threading.Event()
+
+  def make():
+    yield 0
+    dropped.wait(5)
+    gc.collect()  # Finds the dropped consumer, and closes it on this thread.
+    yield 1
+
+  items = prefetch.prefetched(make, name=NAME)
+  assert next(items) == 0
+  cycle = [items]
+  cycle.append(cycle)
+  del items, cycle
+  dropped.set()
+  assert _wait_gone()
+  assert not unraisable, [str(u.exc_value) for u in unraisable]
