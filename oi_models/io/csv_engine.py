@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import threading
+import time
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -460,7 +461,7 @@ def _extend_record(data: bytes, start: int, end: int, num_fields: int,
 # The streaming engine.
 
 
-def parse_threads() -> bool:
+def parse_threads(window: float = 0.1) -> bool:
   """Whether a read uses threads (pyarrow's, and the prefetch thread): only when a core is free.
 
   Parsing is most of a read, and threads spread it over the cores that are free. On a machine whose
@@ -468,12 +469,43 @@ def parse_threads() -> bool:
   cost more than they gain: at a load average of 10 on 2 cores a single-threaded read of a 3M-row
   box file took 0.56-0.67x the wall time of one on pyarrow's threads, and at a load of 4-5.6 a read
   without the prefetch thread took a median 6.8 s (4.2 CPU-s) against 8.9 s (4.9 CPU-s) with it
-  (six runs each; the thread's GIL hand-offs wait on the cores' other work). The 1-minute load
-  average taken when a read starts decides.
+  (six runs each; the thread's GIL hand-offs wait on the cores' other work).
+
+  The idle CPU time over the `window` seconds before a read starts decides (`/proc/stat`): at least
+  half a core idle. The 1-minute load average (the fallback where `/proc/stat` is missing) remembers
+  a minute of the past, this process's own earlier reads included: a second full-size read right
+  after a first, on an otherwise idle machine, saw a load of 1.6 on 2 cores and ran without threads.
   """
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-  return cores > 1 and load < cores - 0.5
+  if cores < 2:
+    return False
+  idle = _idle_cores(window)
+  if idle is None:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    idle = cores - load
+  return min(idle, cores) >= 0.5
+
+
+def _idle_cores(window: float) -> float | None:
+  """Cores' worth of idle time (idle + iowait) over `window` seconds; None without /proc/stat."""
+
+  def times():
+    with open("/proc/stat", "rb") as f:
+      fields = f.readline().split()  # "cpu user nice system idle iowait irq softirq steal ..."
+    counts = [int(x) for x in fields[1:9]]
+    return sum(counts), counts[3] + counts[4]
+
+  try:
+    with open("/proc/stat", "rb") as f:
+      cpus = sum(1 for line in f if re.match(rb"cpu\d", line))
+    total0, idle0 = times()
+    time.sleep(window)
+    total1, idle1 = times()
+  except (OSError, ValueError, IndexError):
+    return None
+  if total1 <= total0 or not cpus:
+    return None  # The clock ticks (10 ms) did not move: no measurement.
+  return cpus * (idle1 - idle0) / (total1 - total0)
 
 
 @dataclasses.dataclass
@@ -536,7 +568,9 @@ class _Stream:
     self.header = read_header(path)
     self.names = columns(path, fmt, wanted)  # as written -> canonical
     self.chunk_bytes = max(int(chunk_bytes), 1)
-    self.threads = parse_threads()
+    # A file of one segment has nothing to prefetch, and its parse is short next to the window
+    # that decides (`parse_threads`).
+    self.threads = os.path.getsize(path) > self.chunk_bytes and parse_threads()
     self.lines = _LineMap()
     self.records_read = 0  # Records of the segments made so far (on the prefetch thread).
     self._read_buffer: bytearray | None = None  # Reused by every segment (see _read).

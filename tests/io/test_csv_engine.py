@@ -7,6 +7,9 @@ broke. Strict reads name the file, the physical line and the field holding the q
 
 import base64
 import hashlib
+import os
+import re
+import threading
 
 import numpy as np
 import pytest
@@ -220,3 +223,57 @@ def test_the_fast_parse_reads_the_same_with_and_without_threads(tmp_path, monkey
   kept = [i for i in range(1000) if i not in (300, 700)]
   np.testing.assert_array_equal(table.image_id, np.asarray(kept, np.uint64))
   np.testing.assert_array_equal(table.is_group_of, np.asarray(kept) % 2)
+
+
+def test_threads_are_decided_from_idle_cpu_measured_now(monkeypatch):
+  # The idle time over the window decides, not the load average (which remembers a minute of this
+  # process's own earlier reads): half a core idle is enough.
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+  monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+  monkeypatch.setattr(csv_engine, "_idle_cores", lambda window: 0.6)
+  assert csv_engine.parse_threads()
+  monkeypatch.setattr(csv_engine, "_idle_cores", lambda window: 0.4)
+  assert not csv_engine.parse_threads()
+  # Without /proc/stat the load average decides; one core never gets threads.
+  monkeypatch.setattr(csv_engine, "_idle_cores", lambda window: None)
+  assert not csv_engine.parse_threads()
+  monkeypatch.setattr(os, "getloadavg", lambda: (1.4, 9.0, 9.0))
+  assert csv_engine.parse_threads()
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+  assert not csv_engine.parse_threads()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux /proc/stat")
+def test_idle_cores_sees_a_busy_core():
+  # Two measurements on the real /proc/stat: within [0, cpus], and a core kept busy by this process
+  # lowers the idle time below what an idle window of the same machine can show (cpus).
+  cpus = sum(1 for line in open("/proc/stat") if re.match(r"cpu\d", line))
+  idle = csv_engine._idle_cores(0.1)
+  assert idle is not None and 0.0 <= idle <= cpus
+  stop = threading.Event()
+
+  def spin():
+    while not stop.is_set():
+      pass
+
+  spinner = threading.Thread(target=spin)
+  spinner.start()
+  try:
+    busy = csv_engine._idle_cores(0.3)
+  finally:
+    stop.set()
+    spinner.join()
+  assert busy is not None and busy <= cpus - 0.5
+
+
+def test_a_file_of_one_segment_reads_without_measuring(tmp_path, monkeypatch):
+  # Nothing to prefetch in one segment: the read must not pay the measuring window.
+  def measured():
+    raise AssertionError("parse_threads called for a one-segment file")
+
+  monkeypatch.setattr(csv_engine, "parse_threads", measured)
+  path = tmp_path / "b.csv"
+  path.write_text("ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,"
+                  "IsGroupOf,IsDepiction,IsInside\n"
+                  "000a1249af2bc5f0,xclick,/m/a,1,0.1,0.2,0.3,0.4,0,0,0,0,0\n")
+  assert len(readers.read_boxes(path)) == 1
