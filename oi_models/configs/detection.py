@@ -51,10 +51,10 @@ class Parser(mg_maskrcnn.Parser):
 
 
 @dataclasses.dataclass
-class DataConfig(mg_maskrcnn.DataConfig):
-  """One split of the `open_images` TFDS dataset as detector input.
+class OpenImagesSplit(hyperparams.Config):
+  """The fields that point a detector's data config (this package's or a stock one) at `open_images`.
 
-  Attributes (beyond Model Garden's):
+  Attributes:
     tfds_name, tfds_data_dir, tfds_split: the built dataset (`oi-build-dataset` or `make demo`).
     order: "shuffle", "class_aware" (a class drawn uniformly, then one of its images; needs an
       ArrayRecord build) or "sequential" (one pass; the evaluation default).
@@ -66,8 +66,13 @@ class DataConfig(mg_maskrcnn.DataConfig):
   order: str = "shuffle"
   seed: int = 0
   dtype: str = "float32"
-  parser: Parser = dataclasses.field(default_factory=Parser)
   deterministic: Optional[bool] = None
+
+
+@dataclasses.dataclass
+class DataConfig(OpenImagesSplit, mg_maskrcnn.DataConfig):
+  """One split of the `open_images` TFDS dataset as detector input (`OpenImagesSplit`'s fields)."""
+  parser: Parser = dataclasses.field(default_factory=Parser)
 
 
 @dataclasses.dataclass
@@ -142,6 +147,19 @@ def reference_schedule(train_steps: int = 10_000_000) -> optimization.Optimizati
   })
 
 
+def tiny_trainer(steps: int) -> dict:
+  """The tiny experiments' trainer: Adam with cosine decay, learns the sample in a few hundred steps."""
+  return {
+      "optimizer_config": optimization.OptimizationConfig({
+          "optimizer": {"type": "adam", "adam": {"global_clipnorm": 10.0}},
+          "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": 2e-3,
+                                                         "decay_steps": steps}},
+          "warmup": {"type": "linear", "linear": {"warmup_steps": 20}}}),
+      "train_steps": steps, "steps_per_loop": 50, "summary_interval": 50,
+      "checkpoint_interval": 200, "validation_interval": steps, "validation_steps": -1,
+      "max_to_keep": 3}
+
+
 def _experiment(task: DetectorTask, trainer: dict) -> training.ExperimentConfig:
   params = training.ExperimentConfig(task=task)
   params.override({"trainer": trainer}, is_strict=True)
@@ -202,12 +220,4 @@ def oi_detector_irv2_tiny() -> training.ExperimentConfig:
     data.global_batch_size = batch
     data.parser.rpn_batch_size_per_im = 64
   task.train_data.parser.aug_rand_hflip = True
-  return _experiment(task, {
-      "optimizer_config": optimization.OptimizationConfig({
-          "optimizer": {"type": "adam", "adam": {"global_clipnorm": 10.0}},
-          "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": 2e-3,
-                                                         "decay_steps": steps}},
-          "warmup": {"type": "linear", "linear": {"warmup_steps": 20}}}),
-      "train_steps": steps, "steps_per_loop": 50, "summary_interval": 50,
-      "checkpoint_interval": 200, "validation_interval": steps, "validation_steps": -1,
-      "max_to_keep": 3})
+  return _experiment(task, tiny_trainer(steps))

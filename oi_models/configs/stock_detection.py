@@ -36,7 +36,6 @@ oi_detector_irv2_tiny` for why), small heads, anchors halved to the sample's 6-5
 """
 
 import dataclasses
-from typing import Optional
 
 from official.core import exp_factory
 from official.modeling import optimization
@@ -63,16 +62,9 @@ class FasterRCNNParser(mg_maskrcnn.Parser):
 
 
 @dataclasses.dataclass
-class FasterRCNNData(mg_maskrcnn.DataConfig):
+class FasterRCNNData(det_cfg.OpenImagesSplit, mg_maskrcnn.DataConfig):
   """One split of `open_images` through Model Garden's Mask R-CNN parser (see the module docstring)."""
-  tfds_name: str = "open_images/v6_max1024"
-  tfds_data_dir: str = ""
-  tfds_split: str = "train"
-  order: str = "shuffle"
-  seed: int = 0
-  dtype: str = "float32"
   parser: FasterRCNNParser = dataclasses.field(default_factory=FasterRCNNParser)
-  deterministic: Optional[bool] = None
 
 
 @dataclasses.dataclass
@@ -101,17 +93,10 @@ class RetinaNetParser(mg_retinanet.Parser):
 
 
 @dataclasses.dataclass
-class RetinaNetData(mg_retinanet.DataConfig):
+class RetinaNetData(det_cfg.OpenImagesSplit, mg_retinanet.DataConfig):
   """One split of `open_images` through Model Garden's RetinaNet parser (see the module docstring)."""
-  tfds_name: str = "open_images/v6_max1024"
-  tfds_data_dir: str = ""
-  tfds_split: str = "train"
-  order: str = "shuffle"
-  seed: int = 0
-  dtype: str = "float32"
   parser: RetinaNetParser = dataclasses.field(default_factory=RetinaNetParser)
   drop_remainder: bool = True
-  deterministic: Optional[bool] = None
 
 
 @dataclasses.dataclass
@@ -188,19 +173,6 @@ _register_stock("fasterrcnn")
 _register_stock("retinanet")
 
 
-def _tiny_trainer(steps: int) -> dict:
-  """Adam with cosine decay (as `oi_detector_irv2_tiny`): learns the sample in a few hundred steps."""
-  return {
-      "optimizer_config": optimization.OptimizationConfig({
-          "optimizer": {"type": "adam", "adam": {"global_clipnorm": 10.0}},
-          "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": 2e-3,
-                                                         "decay_steps": steps}},
-          "warmup": {"type": "linear", "linear": {"warmup_steps": 20}}}),
-      "train_steps": steps, "steps_per_loop": 50, "summary_interval": 50,
-      "checkpoint_interval": 200, "validation_interval": steps, "validation_steps": -1,
-      "max_to_keep": 3}
-
-
 def _tiny(kind: str, model: dict, batch: int = 4, steps: int = 1000) -> training.ExperimentConfig:
   """The stock experiment of `kind`, shrunk for the sample on a CPU (see the module docstring)."""
   params = _stock_experiment(kind, "open_images/v6_original", 0)
@@ -214,7 +186,7 @@ def _tiny(kind: str, model: dict, batch: int = 4, steps: int = 1000) -> training
                          "decoder": {"fpn": {"num_filters": 64}},
                          "norm_activation": {"use_sync_bn": False, "norm_momentum": 0.9},
                          **model}},
-      "trainer": _tiny_trainer(steps)}, is_strict=True)
+      "trainer": det_cfg.tiny_trainer(steps)}, is_strict=True)
   return params
 
 
