@@ -23,15 +23,11 @@ from oi_models.serving import inference
 def define_flags() -> None:
   """The command line's flags, defined when it runs: importing the module defines none (oi-detect
   has flags of the same names)."""
-  flags.DEFINE_string("saved_model", None, "SavedModel folder written by oi-export.")
-  flags.DEFINE_string("image_list", None, "File of image paths, one per line.")
-  flags.DEFINE_integer("batch_size", 16, "Images per SavedModel call.")
+  inference.define_flags(__name__, batch_size=16, jsonl="top classes",
+                         drawn="the top classes written")
   flags.DEFINE_float("min_score", 0.01, "Classes below this probability are not written to "
                      "--output_csv.")
   flags.DEFINE_string("output_csv", None, "Classification prediction CSV to write.")
-  flags.DEFINE_string("output_jsonl", None, "JSON lines file (top classes) to write.")
-  flags.DEFINE_string("draw_dir", None, "Folder for pictures with the top classes written.")
-  flags.DEFINE_string("failures_csv", None, "CSV of the images that failed and why.")
 
 
 def classify(inputs, saved_model: str, *, image_list=None, batch_size=16, min_score=0.01,

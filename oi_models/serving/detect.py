@@ -24,16 +24,11 @@ from oi_models.serving import inference
 def define_flags() -> None:
   """The command line's flags, defined when it runs: importing the module defines none (oi-classify
   has flags of the same names)."""
-  flags.DEFINE_string("saved_model", None, "SavedModel folder written by oi-export.")
-  flags.DEFINE_string("image_list", None, "File of image paths, one per line.")
-  flags.DEFINE_integer("batch_size", 8, "Images per SavedModel call.")
+  inference.define_flags(__name__, batch_size=8, jsonl="detections", drawn="the detections drawn")
   flags.DEFINE_float("min_score", 0.0, "Detections below this score are not written.")
   flags.DEFINE_string("output_csv", None, "Official prediction CSV to write.")
   flags.DEFINE_string("output_kaggle", None, "Kaggle submission CSV to write.")
-  flags.DEFINE_string("output_jsonl", None, "JSON lines file to write.")
-  flags.DEFINE_string("draw_dir", None, "Folder for pictures with the detections drawn.")
   flags.DEFINE_float("draw_min_score", 0.3, "Detections drawn from this score.")
-  flags.DEFINE_string("failures_csv", None, "CSV of the images that failed and why.")
 
 
 def detect(inputs, saved_model: str, *, image_list=None, batch_size=8, min_score=0.0,

@@ -195,6 +195,18 @@ class Run:
     return report(command, self.done, self.failures)
 
 
+def define_flags(module: str, batch_size: int, jsonl: str, drawn: str) -> None:
+  """The flags oi-detect and oi-classify share (images, SavedModel, batch, JSON lines, pictures,
+  failures), defined as `module`'s own (its --help lists them); each command adds its outputs."""
+  own = {"module_name": module}
+  flags.DEFINE_string("saved_model", None, "SavedModel folder written by oi-export.", **own)
+  flags.DEFINE_string("image_list", None, "File of image paths, one per line.", **own)
+  flags.DEFINE_integer("batch_size", batch_size, "Images per SavedModel call.", **own)
+  flags.DEFINE_string("output_jsonl", None, f"JSON lines file ({jsonl}) to write.", **own)
+  flags.DEFINE_string("draw_dir", None, f"Folder for pictures with {drawn}.", **own)
+  flags.DEFINE_string("failures_csv", None, "CSV of the images that failed and why.", **own)
+
+
 def main_from_flags(argv: Sequence[str], infer: Callable[..., int]) -> int:
   """The `main` of oi-detect and oi-classify: `infer(image inputs, --saved_model, **options)`, each
   keyword-only parameter of `infer` (image_list, batch_size, output_csv, ...) given the value of the

@@ -26,14 +26,27 @@ from oi_models.dataloaders import stock_detection_input
 from oi_models.tasks import open_images_detection
 
 
-def _detect(model, images, labels) -> dict:
-  """The model's detections of an evaluation batch, on the parser's anchors and resized sizes."""
-  return model(images, anchor_boxes=labels["anchor_boxes"],
-               image_shape=labels["image_info"][:, 1, :], training=False)
+def _anchor_settings(model) -> dict:
+  """The stock parsers' anchor arguments, from the model config (the anchors the model is given)."""
+  return dict(output_size=model.input_size[:2], min_level=model.min_level,
+              max_level=model.max_level, num_scales=model.anchor.num_scales,
+              aspect_ratios=model.anchor.aspect_ratios, anchor_size=model.anchor.anchor_size)
+
+
+class _StockEvaluation(open_images_detection.OpenImagesDetection):
+  """The validation step of both stock models: no loss, detections and ground truth to the metric."""
+
+  def validation_step(self, inputs, model, metrics=None):
+    """Detections (on the parser's anchors and resized sizes) and ground truth of the global batch."""
+    del metrics
+    images, labels = inputs
+    outputs = model(images, anchor_boxes=labels["anchor_boxes"],
+                    image_shape=labels["image_info"][:, 1, :], training=False)
+    return self.evaluation_logs(outputs, labels)
 
 
 @task_factory.register_task_cls(stock_cfg.FasterRCNNTask)
-class FasterRCNNTask(open_images_detection.OpenImagesDetection, maskrcnn.MaskRCNNTask):
+class FasterRCNNTask(_StockEvaluation, maskrcnn.MaskRCNNTask):
   """Model Garden's Faster R-CNN (e.g. ResNet-50 FPN) on `open_images` (module docstring)."""
 
   def __init__(self, params: stock_cfg.FasterRCNNTask, logging_dir: Optional[str] = None,
@@ -47,9 +60,7 @@ class FasterRCNNTask(open_images_detection.OpenImagesDetection, maskrcnn.MaskRCN
     """This input pipeline's share of a split through Model Garden's Mask R-CNN parser."""
     model, p = self.task_config.model, params.parser
     parser = stock_detection_input.MaskRCNNParser(
-        output_size=model.input_size[:2], min_level=model.min_level, max_level=model.max_level,
-        num_scales=model.anchor.num_scales, aspect_ratios=model.anchor.aspect_ratios,
-        anchor_size=model.anchor.anchor_size, rpn_match_threshold=p.rpn_match_threshold,
+        **_anchor_settings(model), rpn_match_threshold=p.rpn_match_threshold,
         rpn_unmatched_threshold=p.rpn_unmatched_threshold,
         rpn_batch_size_per_im=p.rpn_batch_size_per_im, rpn_fg_fraction=p.rpn_fg_fraction,
         aug_rand_hflip=p.aug_rand_hflip, aug_rand_vflip=p.aug_rand_vflip,
@@ -64,15 +75,9 @@ class FasterRCNNTask(open_images_detection.OpenImagesDetection, maskrcnn.MaskRCN
     inputs = open_images_detection.static_batch(inputs, self.task_config.train_data.global_batch_size)
     return super().train_step(inputs, model, optimizer, metrics)
 
-  def validation_step(self, inputs, model, metrics=None):
-    """Detections and ground truth of the global batch for the evaluator."""
-    del metrics
-    images, labels = inputs
-    return self.evaluation_logs(_detect(model, images, labels), labels)
-
 
 @task_factory.register_task_cls(stock_cfg.RetinaNetTask)
-class RetinaNetTask(open_images_detection.OpenImagesDetection, retinanet.RetinaNetTask):
+class RetinaNetTask(_StockEvaluation, retinanet.RetinaNetTask):
   """Model Garden's RetinaNet (e.g. ResNet-50 FPN) on `open_images` (module docstring)."""
 
   def build_inputs(self, params: stock_cfg.RetinaNetData,
@@ -80,9 +85,7 @@ class RetinaNetTask(open_images_detection.OpenImagesDetection, retinanet.RetinaN
     """This input pipeline's share of a split through Model Garden's RetinaNet parser."""
     model, p = self.task_config.model, params.parser
     parser = stock_detection_input.RetinaNetParser(
-        output_size=model.input_size[:2], min_level=model.min_level, max_level=model.max_level,
-        num_scales=model.anchor.num_scales, aspect_ratios=model.anchor.aspect_ratios,
-        anchor_size=model.anchor.anchor_size, match_threshold=p.match_threshold,
+        **_anchor_settings(model), match_threshold=p.match_threshold,
         unmatched_threshold=p.unmatched_threshold,
         box_coder_weights=model.detection_generator.box_coder_weights, aug_type=p.aug_type,
         aug_rand_hflip=p.aug_rand_hflip, aug_rand_jpeg=p.aug_rand_jpeg,
@@ -91,9 +94,3 @@ class RetinaNetTask(open_images_detection.OpenImagesDetection, retinanet.RetinaN
         max_num_instances=p.max_num_instances, dtype=params.dtype, pad=p.pad,
         keep_aspect_ratio=p.keep_aspect_ratio, max_num_image_labels=p.max_num_image_labels)
     return self.open_images_dataset(params, parser, input_context)
-
-  def validation_step(self, inputs, model, metrics=None):
-    """Detections and ground truth of the global batch for the evaluator."""
-    del metrics
-    images, labels = inputs
-    return self.evaluation_logs(_detect(model, images, labels), labels)
