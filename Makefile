@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(PY) -m oi_models.demo --out_dir=$(DEMO_DIR)
 
 test: $(STAMP)
-	OI_SHARED=$(SHARED) $(PY) -m pytest -n 2 --dist loadfile -q tests $(PYTEST_ARGS)
+	OI_SHARED=$(SHARED) $(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q tests $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
