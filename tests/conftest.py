@@ -25,14 +25,14 @@ def shared():
 
 
 # --- Scheduling under `pytest -n N --dist loadfile` (make test) -------------------------------------
-# Each xdist worker gets cores // N TensorFlow threads (intra- and inter-op; subprocesses inherit
-# them): with every worker busy, TF's thread pools only hand the same cores back and forth. Two
-# workers on 2 cores ran the four mirrored/multi-worker training tests in 137 s with one thread
-# each against 162 s with TF's default pools (same machine, back to back).
+# Each xdist worker's TensorFlow runs an op's work on cores // N threads (intra-op; subprocesses
+# inherit it): with every worker busy, splitting small ops over all cores only hands the same cores
+# back and forth. Two tiny-detector runs side by side (80 steps each) took 72 s with one intra-op
+# thread against 82 s with TF's default; the inter-op pool (which also runs tf.data's work) keeps its
+# default, as 1 there gained nothing (72 s too).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
   _THREADS = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
   os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _THREADS)
-  os.environ.setdefault("TF_NUM_INTEROP_THREADS", _THREADS)
 
 # The slowest files first (wall seconds each in a `make test` run on the 2-core machine, 2026-12-01),
 # so that no worker is left running one long file at the end while the other idles (the Makefile
