@@ -31,7 +31,8 @@ def shared():
 # thread against 82 s with TF's default; the inter-op pool (which also runs tf.data's work) keeps its
 # default, as 1 there gained nothing (72 s too).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-  _THREADS = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+  _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+  _THREADS = str(max(1, _CORES // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
   os.environ.setdefault("TF_NUM_INTRAOP_THREADS", _THREADS)
 
 # The slowest files first (wall seconds each in a `make test` run on the 2-core machine, 2026-12-01),
