@@ -29,10 +29,6 @@ from absl import logging
 
 from oi_models import app  # first: quiets TensorFlow's C++ logs before it loads
 from oi_models.modeling import converters
-# Each import registers its source kinds.
-from oi_models.modeling.converters import od_faster_rcnn  # pylint: disable=unused-import
-from oi_models.modeling.converters import slim_inception_resnet_v2  # pylint: disable=unused-import
-from oi_models.modeling.converters import slim_resnet_v1  # pylint: disable=unused-import
 
 EXPECTED_UNUSED = ("optimizer slot", "optimizer state", "step counter", "moving average")
 

@@ -1,5 +1,6 @@
-"""Autograph's rules after `import oi_models.modeling`: Model Garden vision's and this package's
-functions are called unconverted, any other function is still converted. (That the package's and
+"""Autograph's rules after importing a package of traced code (here `oi_models.modeling.faster_rcnn`):
+Model Garden vision's and this package's functions are called unconverted, any other function is
+still converted. (That the package's and
 Model Garden's models, input pipelines and tasks trace and train unconverted is the rest of the
 suite: every model test traces them.)"""
 
@@ -10,6 +11,7 @@ from tensorflow.python.autograph.core import config as autograph_config
 from tensorflow.python.autograph.impl import conversion
 
 from oi_models.modeling import detection_losses
+from oi_models.modeling import faster_rcnn  # pylint: disable=unused-import  (applies the rules)
 from oi_models.modeling import tracing
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import importlib
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -193,30 +195,55 @@ class Conversion:
 
 
 Converter = Callable[[SourceCheckpoint, Optional[labels.LabelMap]], Conversion]
-_CONVERTERS: Dict[str, Converter] = {}
-_DESCRIPTIONS: Dict[str, str] = {}
 
 
-def register(kind: str, description: str) -> Callable[[Converter], Converter]:
-  """Registers `converter(source, class_list) -> Conversion` under the source kind `kind`."""
-  def decorate(converter: Converter) -> Converter:
-    if kind in _CONVERTERS:
-      raise ValueError(f"converter {kind!r} registered twice")
-    _CONVERTERS[kind] = converter
-    _DESCRIPTIONS[kind] = description
-    return converter
-  return decorate
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A source kind's converter: `function` of `oi_models.modeling.converters.<module>`, called as
+  `function(source, class_list, **options)`."""
+  module: str
+  function: str
+  description: str
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+_SLIM_RESNET_V1_IDS = (50, 101, 152)  # backbones.slim_resnet_v1.SLIM_RESNET_V1_BLOCKS (test_registry)
+SOURCES: Dict[str, Source] = {
+    "od_faster_rcnn_inception_resnet_v2": Source(
+        "od_faster_rcnn", "convert",
+        "TF Object Detection API Faster R-CNN Inception-ResNet-v2 (atrous), e.g. the released "
+        "faster_rcnn_inception_resnet_v2_atrous_oid_v4 (601 classes) or _oid (545)"),
+    "slim_inception_resnet_v2_detector": Source(
+        "od_faster_rcnn", "convert_imagenet_backbone",
+        "TF-slim ImageNet inception_resnet_v2 (inception_resnet_v2_2016_08_30.ckpt) as the "
+        "detector's backbone and tail; heads initialised"),
+    "slim_inception_resnet_v2": Source(
+        "slim_inception_resnet_v2", "convert_backbone",
+        "TF-slim ImageNet inception_resnet_v2 (inception_resnet_v2_2016_08_30.ckpt) as the stride-32 "
+        "Inception-ResNet-v2 backbone of a classifier (backbone only)"),
+    **{f"slim_resnet_v1_{model_id}": Source(
+        "slim_resnet_v1", "convert",
+        f"TF-slim resnet_v1_{model_id} (scope resnet_v1_{model_id}/)"
+        + (", e.g. the Open Images oidv2-resnet_v1_101.ckpt" if model_id == 101 else ""),
+        {"model_id": model_id}) for model_id in _SLIM_RESNET_V1_IDS},
+    "slim_resnet_v1": Source(
+        "slim_resnet_v1", "convert",
+        "any TF-slim resnet_v1 generator model; scope and blocks read from the checkpoint"),
+}
 
 
 def get(kind: str) -> Converter:
-  if kind not in _CONVERTERS:
-    raise ConversionError(f"unknown source kind {kind!r}; known: {', '.join(sorted(_CONVERTERS))}")
-  return _CONVERTERS[kind]
+  """The converter of source kind `kind`, its module imported now."""
+  if kind not in SOURCES:
+    raise ConversionError(f"unknown source kind {kind!r}; known: {', '.join(sorted(SOURCES))}")
+  source = SOURCES[kind]
+  module = importlib.import_module(f"{__name__}.{source.module}")
+  return functools.partial(getattr(module, source.function), **source.options)
 
 
 def kinds() -> Dict[str, str]:
-  """{source kind: description} of every registered converter."""
-  return dict(sorted(_DESCRIPTIONS.items()))
+  """{source kind: description} of every converter."""
+  return {kind: SOURCES[kind].description for kind in sorted(SOURCES)}
 
 
 def read_class_list(path: str, descriptions: Optional[str] = None) -> labels.LabelMap:

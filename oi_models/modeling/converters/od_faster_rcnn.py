@@ -143,13 +143,3 @@ def convert_imagenet_backbone(source: converters.SourceCheckpoint,
       model_config=model_config, experiment=EXPERIMENT, transfer=transfer, class_list=class_list,
       notes=["ImageNet backbone and tail; RPN and box predictor heads at initialisation"])
 
-
-converters.register(
-    "od_faster_rcnn_inception_resnet_v2",
-    "TF Object Detection API Faster R-CNN Inception-ResNet-v2 (atrous), e.g. the released "
-    "faster_rcnn_inception_resnet_v2_atrous_oid_v4 (601 classes) or _oid (545)")(
-        lambda source, class_list: convert(source, class_list))
-converters.register(
-    "slim_inception_resnet_v2_detector",
-    "TF-slim ImageNet inception_resnet_v2 (inception_resnet_v2_2016_08_30.ckpt) as the detector's "
-    "backbone and tail; heads initialised")(convert_imagenet_backbone)

@@ -103,9 +103,3 @@ def convert_backbone(source: converters.SourceCheckpoint,
       notes=["backbone only (stride 32, VALID padding); slim's Logits and AuxLogits are not converted",
              "the network was trained on pixels mapped to [-1, 1]; the classifier input normalizes "
              "with ImageNet mean and std"])
-
-
-converters.register(
-    "slim_inception_resnet_v2",
-    "TF-slim ImageNet inception_resnet_v2 (inception_resnet_v2_2016_08_30.ckpt) as the stride-32 "
-    "Inception-ResNet-v2 backbone of a classifier (backbone only)")(convert_backbone)

@@ -129,19 +129,3 @@ def convert(source: converters.SourceCheckpoint, class_list: Optional[labels.Lab
       model=model, checkpoint_items={"model": model, **model.checkpoint_items},
       model_config=model_config, experiment=EXPERIMENT, transfer=transfer, class_list=class_list,
       task_overrides=TASK_OVERRIDES, notes=notes)
-
-
-def _register(model_id: int):
-  converters.register(
-      f"slim_resnet_v1_{model_id}",
-      f"TF-slim resnet_v1_{model_id} (scope resnet_v1_{model_id}/), e.g. the Open Images "
-      "oidv2-resnet_v1_101.ckpt" if model_id == 101 else
-      f"TF-slim resnet_v1_{model_id} (scope resnet_v1_{model_id}/)")(
-          lambda source, class_list: convert(source, class_list, model_id))
-
-
-for _model_id in slim_resnet_v1.SLIM_RESNET_V1_BLOCKS:
-  _register(_model_id)
-converters.register(
-    "slim_resnet_v1", "any TF-slim resnet_v1 generator model; scope and blocks read from the checkpoint")(
-        convert)

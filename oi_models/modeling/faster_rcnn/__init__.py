@@ -5,3 +5,7 @@ OID V4 settings) differs from Model Garden's stock layer: `anchors`, `preprocess
 `roi_generator`, `roi_aligner`, `detection_head`, `detection_generator`; `model` assembles them on
 Model Garden's `MaskRCNNModel`.
 """
+
+from oi_models.modeling import tracing as _tracing
+
+_tracing.skip_autograph_conversion()  # before anything here is traced

@@ -1,22 +1,32 @@
 """The converter registry and what converters share: source kinds, unused-variable kinds, class lists."""
 
+import subprocess
+import sys
+
 import pytest
 
 from oi_models.io.errors import AnnotationError
 from oi_models.modeling import converters
-from oi_models.modeling.converters import slim_resnet_v1  # pylint: disable=unused-import
+from oi_models.modeling.backbones import slim_resnet_v1
 from tests.conftest import shared_path
 
 
-def test_registry_lists_the_slim_kinds_and_rejects_unknown_and_duplicate_kinds():
-  assert {"slim_resnet_v1", "slim_resnet_v1_50", "slim_resnet_v1_101",
-          "slim_resnet_v1_152"} <= set(converters.kinds())
-  assert "oidv2-resnet_v1_101.ckpt" in converters.kinds()["slim_resnet_v1_101"]
+def test_registry_lists_every_slim_resnet_depth_and_rejects_unknown_kinds():
+  kinds = converters.kinds()
+  assert {f"slim_resnet_v1_{i}" for i in slim_resnet_v1.SLIM_RESNET_V1_BLOCKS} | {
+      "slim_resnet_v1", "slim_inception_resnet_v2", "od_faster_rcnn_inception_resnet_v2"} <= set(kinds)
+  assert "oidv2-resnet_v1_101.ckpt" in kinds["slim_resnet_v1_101"]
   with pytest.raises(converters.ConversionError,
                      match="unknown source kind 'resnet'; known: .*slim_resnet_v1_101"):
     converters.get("resnet")
-  with pytest.raises(ValueError, match="registered twice"):
-    converters.register("slim_resnet_v1", "again")(lambda source, classes: None)
+
+
+def test_every_kind_names_a_converter_function():
+  for kind in converters.kinds():
+    converter = converters.get(kind)
+    assert callable(converter.func), kind
+    assert converter.func.__module__.startswith("oi_models.modeling.converters."), kind
+  assert converters.get("slim_resnet_v1_152").keywords == {"model_id": 152}
 
 
 @pytest.mark.parametrize("name, kind", [
@@ -69,3 +79,16 @@ def test_a_file_that_is_not_a_checkpoint_is_a_conversion_error(tmp_path):
   path.write_text("not a checkpoint")
   with pytest.raises(converters.ConversionError, match="not a readable checkpoint"):
     converters.SourceCheckpoint(str(path))
+
+
+def test_the_command_lists_its_kinds_without_loading_tensorflow():
+  """`oi-convert-checkpoint --help` names every kind and loads neither TensorFlow nor a converter."""
+  script = ("import sys; from oi_models.modeling import convert_checkpoint as c; c.define_flags(); "
+            "from absl import flags; print(sorted(flags.FLAGS['source'].parser.enum_values)); "
+            "print(sorted(m for m in sys.modules if m.startswith(('tensorflow', 'tf_keras', "
+            "'official', 'oi_models.modeling.converters.'))))")
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  listed, loaded = done.stdout.splitlines()
+  assert listed == str(sorted(converters.kinds()))
+  assert loaded == "[]", loaded
