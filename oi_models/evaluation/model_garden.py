@@ -52,7 +52,8 @@ def to_numpy(value) -> np.ndarray:
   return np.asarray(value)
 
 
-def _image_keys(source_ids) -> np.ndarray:
+def image_keys(source_ids) -> np.ndarray:
+  """uint64 image keys of source ids (int64 keys, or ImageID strings)."""
   ids = to_numpy(source_ids).reshape(-1)
   if ids.dtype.kind in "SUO":  # ImageID strings
     return readers.image_id_to_key([i.decode() if isinstance(i, bytes) else str(i) for i in ids])
@@ -73,7 +74,7 @@ def _rows(values, mask):
 
 def detection_columns(groundtruths: Mapping, predictions: Mapping, label_offset: int):
   """(ground-truth columns, detection columns) for DetectionEvaluator.add_ground_truth / add_detections."""
-  keys = _image_keys(groundtruths["source_id"])
+  keys = image_keys(groundtruths["source_id"])
   classes = to_numpy(groundtruths["classes"]).astype(np.int64)
   mask = _valid(groundtruths["num_detections"], classes.shape[1]) & (classes >= label_offset)
   box_classes, batch = _rows(classes, mask)
@@ -94,7 +95,7 @@ def detection_columns(groundtruths: Mapping, predictions: Mapping, label_offset:
     label_keys, label_classes = np.concatenate(label_keys), np.concatenate(label_classes)
   truth = (keys[batch], box_classes - label_offset, boxes, group_of, label_keys, label_classes)
 
-  det_keys = _image_keys(predictions["source_id"]) if "source_id" in predictions else keys
+  det_keys = image_keys(predictions["source_id"]) if "source_id" in predictions else keys
   det_classes = to_numpy(predictions["detection_classes"]).astype(np.int64)
   kept = _valid(predictions["num_detections"], det_classes.shape[1]) & (det_classes >= label_offset)
   found, batch = _rows(det_classes, kept)

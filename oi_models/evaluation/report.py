@@ -24,6 +24,7 @@ from oi_models import labels as labels_lib
 
 METRICS_FILE = "metrics.json"
 PER_CLASS_FILE = "per_class.csv"
+PREDICTIONS_FILE = "predictions.csv"  # a detector evaluation's detections, official CSV
 PLOT_FILE = "pr.png"
 
 DETECTION_COLUMNS = ("MID", "DisplayName", "AP", "NumGroundTruth", "TP", "FP")

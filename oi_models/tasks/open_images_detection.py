@@ -14,7 +14,9 @@
 - the metric: the Open Images detection mAP (`evaluation.DetectionEvaluator` through its Model
   Garden interface; challenge protocol or V2), ground truth expanded over the dataset's hierarchy,
   the global batch gathered across replicas and workers, with the per-class table written next to
-  metrics.json by the trainer (`write_evaluation`).
+  metrics.json by the trainer (`write_evaluation`), and the model's own detections (unexpanded) in
+  the official predictions CSV, `predictions.csv`, which `oi-evaluate` re-scores under any protocol
+  or expansion without running the model again.
 
 The task config needs Model Garden's detection fields plus `train_data`/`validation_data` with
 `tfds_name`, `tfds_data_dir`, `tfds_split`, `order`, `seed`, `deterministic`, and an `evaluation`
@@ -37,6 +39,7 @@ from oi_models.dataloaders import detection_input
 from oi_models.dataloaders import examples
 from oi_models.evaluation import DetectionEvaluator
 from oi_models.evaluation import model_garden
+from oi_models.evaluation import predictions as predictions_lib
 from oi_models.evaluation import report
 from oi_models.tasks import classification
 from oi_models.tasks import detection_classes
@@ -95,6 +98,7 @@ class OpenImagesDetection:
                                          class_keys=self.label_map.mids, label_offset=LABEL_OFFSET)
     self._last_result = None
     self._num_images = 0
+    self._detections = []  # the evaluation's detections: (image keys, classes, scores, boxes [0, 1])
 
   def _builder(self, config) -> tfds.core.DatasetBuilder:
     key = (config.tfds_name, config.tfds_data_dir)
@@ -155,6 +159,7 @@ class OpenImagesDetection:
     if state is None:
       self._evaluator.reset_states()
       self._num_images = 0
+      self._detections = []
       state = self._evaluator
     gathered = {k: np.asarray(v[0] if isinstance(v, tuple) else v)
                 for k, v in step_outputs["groundtruths"].items()}
@@ -167,6 +172,8 @@ class OpenImagesDetection:
     self._num_images += int(valid.sum())
     truth, detections = model_garden.detection_columns(groundtruths, predictions, LABEL_OFFSET)
     keys, classes, boxes, group_of, label_keys, label_classes = truth
+    self._detections.append(_normalized(detections, groundtruths["source_id"],
+                                        predictions["image_info"]))
     if self._expander is not None:
       rows, classes = self._expander.boxes(classes)
       keys, boxes, group_of = keys[rows], boxes[rows], group_of[rows]
@@ -212,4 +219,20 @@ class OpenImagesDetection:
             "split": config.validation_data.tfds_split}
     summary = report.summary_dict(result.metrics(self.label_map.mids), result.mean_ap,
                                   report.detection_table(result, self.label_map), mode)
-    return report.write(output_dir, summary, report.DETECTION_COLUMNS)
+    paths = report.write(output_dir, summary, report.DETECTION_COLUMNS)
+    paths["predictions"] = os.path.join(output_dir, report.PREDICTIONS_FILE)
+    columns = [np.concatenate(c) for c in zip(*self._detections)] if self._detections else [
+        np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 4))]
+    predictions_lib.write_predictions(paths["predictions"], *columns, self.label_map)
+    return paths
+
+
+def _normalized(detections, source_ids, image_info):
+  """`detection_columns`' detections (boxes in pixels of the original image) with boxes in [0, 1]
+  of their image, as the official predictions CSV holds them."""
+  keys, classes, scores, boxes = detections
+  image_keys = model_garden.image_keys(source_ids)
+  sizes = np.asarray(image_info, np.float64)[:, 0, :]  # [B, (height, width)] of the original image
+  order = np.argsort(image_keys)
+  rows = order[np.searchsorted(image_keys[order], keys)]
+  return keys, classes, scores, np.clip(boxes / np.tile(sizes, 2)[rows], 0.0, 1.0)

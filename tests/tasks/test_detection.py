@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from official.core import task_factory
 
+from oi_models import evaluation
+from oi_models.evaluation import report
 from oi_models.tasks import registry_imports  # pylint: disable=unused-import
 from oi_models.tasks import trainer
 from tests.tasks import sample_data
@@ -105,21 +107,32 @@ def test_anchor_targets_use_the_model_generator_and_skip_the_padding(trained):
         assert (targets[b] == 1).sum() >= 1
 
 
-def test_expanding_predictions_scores_the_parents_and_leaves_the_leaves(trained, tmp_path):
-  """evaluation.expand_predictions copies each detection to its ancestors (oi-evaluate's option): the
-  same checkpoint evaluated without it gives the parents, which the model never predicts, only
-  their own (few) detections; the leaves keep their AP."""
-  params, model_dir = trained
+def test_expanding_predictions_scores_the_parents_and_leaves_the_leaves(sample, trained):
+  """evaluation.expand_predictions copies each detection to its ancestors (oi-evaluate's option). The
+  evaluation wrote the model's own (unexpanded) detections as the official predictions CSV: scored
+  from the sample's official files by the file evaluator, with expansion they give metrics.json's
+  per-class results exactly; without it the parents, which the model never predicts, keep only
+  their own (few) detections, and the leaves keep their AP."""
+  root, _ = sample
+  _, model_dir = trained
   with open(f"{model_dir}/metrics.json") as f:
-    expanded = {r["DisplayName"]: r for r in json.load(f)["per_class"]}
-  for name in ("checkpoint", f"ckpt-{TRAIN_STEPS}.index", f"ckpt-{TRAIN_STEPS}.data-00000-of-00001"):
-    (tmp_path / name).write_bytes(open(f"{model_dir}/{name}", "rb").read())
-  trainer.run_experiment(params.replace(task={"evaluation": {"expand_predictions": False}}),
-                         str(tmp_path), "eval")
-  with open(tmp_path / "metrics.json") as f:
-    metrics = json.load(f)
-  assert not metrics["mode"]["expand_predictions"]
-  plain = {r["DisplayName"]: r for r in metrics["per_class"]}
+    task_metrics = json.load(f)
+  by_name = lambda result: {r["DisplayName"]: r for r in result}
+  expanded_in_task = by_name(task_metrics["per_class"])
+  files = root / "sample"
+  scored = {
+      expand: evaluation.evaluate_files(
+          files / "validation-annotations-bbox.csv", f"{model_dir}/{report.PREDICTIONS_FILE}",
+          files / "class-descriptions-boxable.csv", hierarchy=files / "bbox_labels_600_hierarchy.json",
+          image_labels=files / "validation-annotations-human-imagelabels.csv",
+          expand_predictions=expand)
+      for expand in (True, False)}
+  expanded, plain = by_name(scored[True].table), by_name(scored[False].table)
+  assert scored[True].result.mean_ap == pytest.approx(task_metrics["mean_ap"], abs=1e-9)
+  for name, row in expanded_in_task.items():
+    assert {k: expanded[name][k] for k in ("TP", "FP", "NumGroundTruth")} == {
+        k: row[k] for k in ("TP", "FP", "NumGroundTruth")}, name
+    assert expanded[name]["AP"] == pytest.approx(row["AP"], abs=1e-9), name
   for name in ("Round shape", "Polygon", "Sign"):
     assert plain[name]["TP"] + plain[name]["FP"] < expanded[name]["TP"] + expanded[name]["FP"]
     assert expanded[name]["AP"] > plain[name]["AP"]
