@@ -24,6 +24,10 @@ def shared():
   return shared_path
 
 
+# As in the commands (oi_models.app.QUIET_ENVIRONMENT): tf.keras is tf_keras, so importing TensorFlow
+# skips Keras 3, in the test processes and every process they start (~1-2 s each).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
 # --- Scheduling under `pytest -n N --dist loadfile` (make test) -------------------------------------
 # Each xdist worker's TensorFlow runs an op's work on cores // N threads (intra-op; subprocesses
 # inherit it): with every worker busy, splitting small ops over all cores only hands the same cores

@@ -21,8 +21,10 @@ def main(argv):
   if _WIDTH.value < 0:
     raise app.UsageError("--width must be >= 0")
   if _WIDTH.value == 7:
+    import sys
     import tensorflow as tf
     print(int(tf.constant(_WIDTH.value) + 1))
+    print("keras 3 loaded:", "keras" in sys.modules, "| tf.keras:", tf.keras.Model.__module__)
 
 
 def run():
@@ -40,7 +42,8 @@ if __name__ == "__main__":
 def _run(tmp_path, *args, env=None):
   (tmp_path / "toy_cmd.py").write_text(COMMAND)
   (tmp_path / "toy-cmd").write_text(WRAPPER)
-  environ = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
+  environ = {k: v for k, v in os.environ.items()
+             if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY", "TF_USE_LEGACY_KERAS")}
   environ.update(env or {}, PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]))
   return subprocess.run([sys.executable, str(tmp_path / "toy-cmd"), *args], capture_output=True,
                         text=True, env=environ, timeout=120)
@@ -73,3 +76,13 @@ def test_tensorflow_logs_no_cpp_noise(tmp_path):
   assert "8" in quiet.stdout.split() and quiet.returncode == 0, quiet.stderr
   assert not cpp_log.search(quiet.stderr), quiet.stderr
   assert cpp_log.search(loud.stderr), loud.stderr  # what the default silences is there at level 0
+
+
+def test_tf_keras_is_tf_keras_and_keras_3_is_not_loaded(tmp_path):
+  """A command's tf.keras is the tf_keras of this package's models, and TensorFlow's import leaves
+  Keras 3 unloaded (2 s of it); a user's TF_USE_LEGACY_KERAS=0 gives Keras 3 back."""
+  done = _run(tmp_path, "--width=7")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "keras 3 loaded: False | tf.keras: tf_keras." in done.stdout, done.stdout
+  keras_3 = _run(tmp_path, "--width=7", env={"TF_USE_LEGACY_KERAS": "0"})
+  assert "keras 3 loaded: True | tf.keras: keras." in keras_3.stdout, keras_3.stdout
