@@ -1,5 +1,6 @@
 """Every installed `oi-…` console script is an absl app whose --help lists and explains its own flags."""
 
+import functools
 import importlib.metadata
 import re
 import pathlib
@@ -26,6 +27,13 @@ def test_every_command_line_module_is_a_console_script():
 FLAG_LINE = re.compile(r"^\s+--(?:\[no\])?(\w+):", re.M)
 
 
+@functools.lru_cache(maxsize=None)
+def _helpfull(script: str) -> subprocess.CompletedProcess:
+  """`script --helpfull`, run once for both tests below (each run is a process start)."""
+  exe = pathlib.Path(sys.executable).parent / script
+  return subprocess.run([exe, "--helpfull"], capture_output=True, text=True, timeout=300)
+
+
 def _section(text: str, heading: str) -> str:
   """The flag lines absl prints under `heading:` (a module name or the program path)."""
   sections = re.split(r"\n(?=\S)", text)
@@ -37,7 +45,7 @@ def test_help_lists_the_commands_own_flags(script):
   """--help, not only --helpfull, shows every flag the entry module defines (oi_models.app.run)."""
   exe = pathlib.Path(sys.executable).parent / script
   module = next(ep.value.split(":")[0] for ep in ENTRY_POINTS if ep.name == script)
-  full = subprocess.run([exe, "--helpfull"], capture_output=True, text=True, timeout=300)
+  full = _helpfull(script)
   short = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=300)
   assert short.returncode in (0, 1), short.stderr[-2000:]
   defined = set(FLAG_LINE.findall(_section(full.stdout, module)))
@@ -51,7 +59,7 @@ def test_help_lists_the_commands_own_flags(script):
 def test_helpfull_documents_every_flag(script):
   exe = pathlib.Path(sys.executable).parent / script
   assert exe.exists(), f"{script} is declared in setup.py but not installed beside {sys.executable}"
-  done = subprocess.run([exe, "--helpfull"], capture_output=True, text=True, timeout=300)
+  done = _helpfull(script)
   assert done.returncode in (0, 1), done.stderr[-2000:]
   text = done.stdout + done.stderr
   # absl prints the flags of the script's own modules under a heading naming the module.
