@@ -30,8 +30,8 @@ from oi_models import visualize
 from oi_models.datasets import make_sample
 
 # Training steps of the tiny detector in `make demo` (its learning-rate schedule is compressed to them).
-# Validation challenge mAP@0.5 with detections expanded: 0.80 and 0.78 in two runs of 500 steps (the
-# whole demo took 5 min 12 s alone on 2 cores); 800 steps: 0.88 (test split 0.76), demo 7 min alone.
+# Validation challenge mAP@0.5 with detections expanded, 800 steps: 0.87 (test split 0.83), the whole
+# demo 5 min 16 s alone on 2 cores (with 32 sampled ROIs, before 16: 0.88 and 0.76 in 7 min).
 DETECTOR_STEPS = 800
 STEPS = ("sample", "build", "preview", "train", "export", "inference")
 

@@ -198,7 +198,9 @@ def oi_detector_irv2_tiny() -> training.ExperimentConfig:
   momentum 0.9 (the reference's 0.997 leaves the moving statistics near their initial values after a
   few hundred steps, so evaluation would normalise with statistics training never saw), ground-truth
   boxes mixed into the second stage's ROIs (Model Garden's default; the reference does not) and half
-  of the 32 sampled ROIs foreground, so the second stage sees positives before the RPN finds them.
+  of the 16 sampled ROIs of the 32 proposals foreground, so the second stage sees positives before
+  the RPN finds them (16 ROIs: the tail runs on each, 62% of a step at 32; 300 steps 96 s against
+  138 s alone, validation mAP 0.61 and 0.62).
   """
   batch, steps = 4, 1000
   model = faster_rcnn.tiny(num_classes=0)
@@ -208,7 +210,7 @@ def oi_detector_irv2_tiny() -> training.ExperimentConfig:
   model.anchor.scales = [0.5, 1.0, 2.0, 4.0]
   model.norm_activation.norm_momentum = 0.9
   model.roi_generator.num_proposals = 32
-  model.roi_sampler.num_sampled_rois = 32
+  model.roi_sampler.num_sampled_rois = 16  # the tail runs on each: 62% of a step at 32
   model.roi_sampler.foreground_fraction = 0.5
   model.roi_sampler.mix_gt_boxes = True
   model.roi_aligner.crop_size = 9  # the tail on 9x9 crops: 3.6x fewer pixels than the reference's 17

@@ -23,8 +23,8 @@ from tests.tasks import sample_data
 
 TINY = "oi_detector_irv2_tiny"
 MAP_KEY = "OpenImagesDetectionChallenge_Precision/mAP@0.5IOU"
-# ~0.4 s each on 2 quiet cores (batch 4, 160 px), ~1.3 s at load 8. Validation mAP with detections
-# expanded: 0.62 after 300 steps, 0.75 after 600 (0.51 after 600 without expansion).
+# ~0.3 s each on 2 quiet cores (batch 4, 160 px, 16 sampled ROIs; the run 96 s alone). Validation mAP
+# with detections expanded: 0.61 after 300 steps (with 32 ROIs: 0.62, and 0.46 after 200 steps).
 TRAIN_STEPS = 300
 
 
