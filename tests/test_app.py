@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 COMMAND = '''"""toy-cmd: counts things for the test."""
@@ -68,21 +70,27 @@ def test_quiet_defaults_yield_to_the_users_values(tmp_path):
   assert "'TF_CPP_MIN_LOG_LEVEL': '0'" in done.stdout and "'GRPC_VERBOSITY': 'ERROR'" in done.stdout
 
 
-def test_tensorflow_logs_no_cpp_noise(tmp_path):
+@pytest.fixture(scope="module")
+def tensorflow_runs(tmp_path_factory):
+  """The command importing TensorFlow twice: with the defaults, and with the user's values
+  TF_CPP_MIN_LOG_LEVEL=0 and TF_USE_LEGACY_KERAS=0 (each run is a TensorFlow start)."""
+  tmp_path = tmp_path_factory.mktemp("toy")
+  return (_run(tmp_path, "--width=7"),
+          _run(tmp_path, "--width=7", env={"TF_CPP_MIN_LOG_LEVEL": "0", "TF_USE_LEGACY_KERAS": "0"}))
+
+
+def test_tensorflow_logs_no_cpp_noise(tensorflow_runs):
   """No `2026-… I|W|E file.cc:line]` lines (cudart stub, cuInit, CPU features) on stderr."""
   cpp_log = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] \S+:\d+\]", re.M)
-  loud = _run(tmp_path, "--width=7", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
-  quiet = _run(tmp_path, "--width=7")
+  quiet, loud = tensorflow_runs
   assert "8" in quiet.stdout.split() and quiet.returncode == 0, quiet.stderr
   assert not cpp_log.search(quiet.stderr), quiet.stderr
   assert cpp_log.search(loud.stderr), loud.stderr  # what the default silences is there at level 0
 
 
-def test_tf_keras_is_tf_keras_and_keras_3_is_not_loaded(tmp_path):
+def test_tf_keras_is_tf_keras_and_keras_3_is_not_loaded(tensorflow_runs):
   """A command's tf.keras is the tf_keras of this package's models, and TensorFlow's import leaves
   Keras 3 unloaded (2 s of it); a user's TF_USE_LEGACY_KERAS=0 gives Keras 3 back."""
-  done = _run(tmp_path, "--width=7")
-  assert done.returncode == 0, done.stderr[-2000:]
-  assert "keras 3 loaded: False | tf.keras: tf_keras." in done.stdout, done.stdout
-  keras_3 = _run(tmp_path, "--width=7", env={"TF_USE_LEGACY_KERAS": "0"})
-  assert "keras 3 loaded: True | tf.keras: keras." in keras_3.stdout, keras_3.stdout
+  default, users = tensorflow_runs
+  assert "keras 3 loaded: False | tf.keras: tf_keras." in default.stdout, default.stdout
+  assert "keras 3 loaded: True | tf.keras: keras." in users.stdout, users.stdout
