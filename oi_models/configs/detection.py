@@ -210,7 +210,7 @@ def oi_detector_irv2_tiny() -> training.ExperimentConfig:
   model.anchor.scales = [0.5, 1.0, 2.0, 4.0]
   model.norm_activation.norm_momentum = 0.9
   model.roi_generator.num_proposals = 32
-  model.roi_sampler.num_sampled_rois = 16  # the tail runs on each: 62% of a step at 32
+  model.roi_sampler.num_sampled_rois = 16
   model.roi_sampler.foreground_fraction = 0.5
   model.roi_sampler.mix_gt_boxes = True
   model.roi_aligner.crop_size = 9  # the tail on 9x9 crops: 3.6x fewer pixels than the reference's 17
