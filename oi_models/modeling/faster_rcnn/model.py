@@ -155,8 +155,9 @@ def build_faster_rcnn(config: faster_rcnn_config.FasterRCNN,
       max_dimension=config.preprocessing.max_dimension)
   # The heads' variables come from one eager pass on a small input, through the second stage on a
   # single proposal: the whole model's call would run the tail on every test-time proposal (300
-  # crops at full depth: ~20 of a full-depth build's ~40 s here). The backbone and the tail are
-  # functional models, built when constructed.
+  # crops at full depth: ~20 of a full-depth build's ~36 s here). The backbone and the tail are
+  # functional models, built when constructed. `built` is set as a call would have set it, so the
+  # model is returned built (what `summary()` and Keras' other checks read).
   size = 4 * generator.stride * 4  # a small input that still leaves a 17x17 crop meaningful
   image_shape = tf.constant([[size, size]], tf.float32)
   first = model.first_stage(tf.zeros([1, size, size, 3]), image_shape)
