@@ -28,6 +28,19 @@ def shared():
 # skips Keras 3, in the test processes and every process they start (~1-2 s each).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+# TensorFlow's own (Eigen) CPU kernels in every test process and every process it starts, also on
+# CPUs where TensorFlow turns oneDNN on by itself (AVX512-VNNI, AVX512-BF16, AMX: an AMD EPYC of
+# this workplace on 2026-12-02). The tests that compare the converted detector end to end with the
+# TF Object Detection API's graph hold it to 1e-4, which needs the same kernels in both programs:
+# oneDNN fuses the two programs' ops differently, so the proposals come out ulps apart, and the
+# reference's `crop_and_resize` is discontinuous at the feature map's edge (a proposal clipped to the
+# image border samples the last row at exactly H-1; one ulp more reads the extrapolation value 0).
+# With oneDNN, one ROI's logits moved by ~0.1 and the end-to-end parity test, the converted
+# detector's serving tests and the released-models notebook failed; and an untrained model's
+# near-equal scores swapped places between eager and graph (test_model). README "Parity" says what
+# a user with oneDNN sees. Costs ~15% of the tiny detector's training time on that machine.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 # --- Scheduling under `pytest -n N --dist loadfile` (make test) -------------------------------------
 # Each xdist worker's TensorFlow runs an op's work on cores // N threads (intra-op; subprocesses
 # inherit it): with every worker busy, splitting small ops over all cores only hands the same cores

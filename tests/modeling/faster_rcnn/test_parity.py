@@ -139,14 +139,32 @@ def test_proposals(reference, first_stage):
   np.testing.assert_array_equal(outputs["rois"][0][num:], 0.0)
 
 
+def absolute_boxes_cropped_as(normalized: np.ndarray, size) -> np.ndarray:
+  """Absolute boxes that the ROI aligner (box * float32(1 / size)) turns into `normalized` bit for bit.
+
+  normalized * size alone can land an ulp off, and for a proposal clipped to the image border that
+  ulp decides whether `crop_and_resize` samples the feature map's last row or reads the
+  extrapolation value 0 past it (the ROI's logits then move by ~0.1). The reference computed
+  `normalized` as absolute * float32(1 / size), so a preimage exists; it is at most a few ulps away.
+  """
+  scale = np.float32(1.0) / np.tile(np.asarray(size, np.float32), 2)
+  boxes = (normalized / scale).astype(np.float32)
+  for _ in range(8):
+    cropped = boxes * scale
+    if np.array_equal(cropped, normalized):
+      return boxes
+    boxes = np.where(cropped < normalized, np.nextafter(boxes, np.float32(np.inf)),
+                     np.where(cropped > normalized, np.nextafter(boxes, np.float32(-np.inf)), boxes))
+  raise AssertionError("no float32 boxes crop as the reference's normalised proposals")
+
+
 @pytest.fixture(scope="module")
 def second_stage(reference, converted):
   """The package's second stage on the reference's proposals."""
   stages, _ = reference
   _, model, _ = converted
   size = stages["preprocessed"].shape[:2]
-  scale = np.tile(np.array(size, np.float32), 2)
-  rois = tf.constant((stages["proposal_boxes_normalized"] * scale)[None])
+  rois = tf.constant(absolute_boxes_cropped_as(stages["proposal_boxes_normalized"], size)[None])
   features = {"3": tf.constant(stages["rpn_features_to_crop"][None])}
   return model.second_stage(features, rois, tf.constant([size], tf.float32), size)
 
