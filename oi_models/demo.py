@@ -30,9 +30,9 @@ from oi_models import visualize
 from oi_models.datasets import make_sample
 
 # Training steps of the tiny detector in `make demo` (its learning-rate schedule is compressed to them).
-# Validation challenge mAP@0.5 with detections expanded, 800 steps: 0.82-0.87 over three runs (runs
-# differ: threads), test split 0.79-0.83; the whole demo 5-6 min alone on 2 cores (with 32 sampled
-# ROIs, before 16: 0.88 and 0.76 in 7 min).
+# Validation challenge mAP@0.5 with detections expanded, 800 steps: 0.82-0.87 over four runs (runs
+# differ: threads), test split 0.785-0.83; the whole demo 5-6 min alone on 2 cores, 3.5 min on an
+# AVX512 EPYC (with 32 sampled ROIs, before 16: 0.88 and 0.76 in 7 min).
 DETECTOR_STEPS = 800
 STEPS = ("sample", "build", "preview", "train", "export", "inference")
 
