@@ -8,10 +8,13 @@ converts the checkpoint; this package's model, rebuilt from the written config a
 written checkpoint, runs on the same image. Stages are compared one by one, each from the reference's
 own inputs to it (the second stage runs on the reference's proposals), so a difference shows where it
 arises. Features and scores agree to 1e-4 of each array's largest magnitude; detections are the same, in
-the same order.
+the same order. With oneDNN's kernels (a process of its own, last test) each stage still agrees
+from the reference's inputs.
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from oi_models.modeling import converters
 from oi_models.modeling.converters import od_faster_rcnn
 from oi_models.modeling.faster_rcnn import model as model_lib
 from oi_models.modeling.faster_rcnn import preprocessing
+from tests.conftest import REPO_ROOT
 from tests.modeling.faster_rcnn import reference as reference_run
 
 NUM_CLASSES = reference_run.NUM_CLASSES
@@ -199,3 +203,18 @@ def test_detections_end_to_end_from_uint8_image(reference, converted):
   _, model, _ = converted
   outputs = model.detect(tf.constant(sample_image()))
   assert_same_detections(outputs, stages, (1.0, 1.0))
+
+
+def test_every_stage_from_the_references_inputs_also_with_onednn(reference):
+  """The tests above but the end-to-end one, in a process with oneDNN's kernels forced on (what
+  TensorFlow picks by itself on AVX512-VNNI/BF16 and AMX CPUs; tests/conftest.py pins them off).
+  Fed the reference's inputs, each stage still agrees to 1e-4; end to end it need not (README
+  "Parity": a border proposal an ulp off changes its crop)."""
+  env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1", OI_REFERENCE_DIR=str(reference[1]),
+             PYTHONPATH=str(REPO_ROOT))
+  done = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+       "-k", "not end_to_end and not onednn"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+      timeout=600)
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+  assert "9 passed" in done.stdout, done.stdout[-1000:]
